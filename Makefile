@@ -1,0 +1,40 @@
+# Two commands: `make run` (the whole system) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.yaml
+SERVICES := services.gateway services.imaging services.storage
+PYTEST_ARGS ?=
+
+.PHONY: run test test-unit test-integration chaos bench venv broker clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+broker: venv
+	PY=$(BIN)/python scripts/ensure-broker.sh
+
+run: venv broker
+	$(BIN)/nameko run --config $(CONFIG) $(SERVICES)
+
+# The whole suite: unit, integration (real RabbitMQ, a vhost per test) and the
+# short scenario runs.  `nameko test` is pytest with eventlet monkey-patched.
+test: venv
+	PY=$(BIN)/python scripts/ensure-broker.sh --management
+	$(BIN)/nameko test tests $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/nameko test tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	PY=$(BIN)/python scripts/ensure-broker.sh --management
+	$(BIN)/nameko test tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

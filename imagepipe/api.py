@@ -1,0 +1,56 @@
+"""The JSON shapes of the HTTP API, built from storage records."""
+
+
+def image_links(image_id, base_url=""):
+    prefix = "{}/images/{}".format(base_url, image_id)
+    return {"self": prefix, "original": prefix + "/original"}
+
+
+def image_status(record, base_url=""):
+    """The public view of an image: what ``GET /images/<id>`` answers."""
+    image_id = record["id"]
+    links = image_links(image_id, base_url)
+    original = record["original"]
+    return {
+        "id": image_id,
+        "status": record["status"],
+        "original": {
+            "url": links["original"],
+            "format": original["format"],
+            "mime_type": original["mime_type"],
+            "width": original["width"],
+            "height": original["height"],
+            "frames": original["frames"],
+            "bytes": original["bytes"],
+            "sha256": original["sha256"],
+        },
+        "variants": {
+            preset: {
+                "url": "{}/{}".format(links["self"], preset),
+                "format": variant["format"],
+                "mime_type": variant["mime_type"],
+                "width": variant["width"],
+                "height": variant["height"],
+                "bytes": variant["bytes"],
+            }
+            for preset, variant in sorted(record["variants"].items())
+        },
+        "error": record["error"],
+        "attempts": record["attempts"],
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+        "links": links,
+    }
+
+
+def upload_accepted(record, base_url=""):
+    """The 202 body of ``POST /upload``."""
+    return {
+        "id": record["id"],
+        "status": record["status"],
+        "links": image_links(record["id"], base_url),
+    }
+
+
+def error_body(code, message):
+    return {"error": code, "message": message}

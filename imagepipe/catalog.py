@@ -1,0 +1,257 @@
+"""Image metadata: one row per image, one per rendition (SQLAlchemy Core).
+
+The embedded default is SQLite in ``STORAGE_ROOT``; any SQLAlchemy URL works.
+
+Status only moves forward -- pending -> processing -> done | failed -- and every
+transition is a single conditional UPDATE, so concurrent or repeated
+deliveries of the same job can neither move an image backwards nor lose an
+update.  The one way back is a re-upload of the same bytes after a failure,
+which resets the image to ``pending`` so it is tried again.
+"""
+import time
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from imagepipe.errors import NotFound
+
+PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
+STATUSES = (PENDING, PROCESSING, DONE, FAILED)
+UNFINISHED = (PENDING, PROCESSING)
+
+metadata = sa.MetaData()
+
+images = sa.Table(
+    "images", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("mime_type", sa.String(64), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("frames", sa.Integer, nullable=False, default=1),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+variants = sa.Table(
+    "variants", metadata,
+    sa.Column("image_id", sa.String(32), sa.ForeignKey("images.id"), primary_key=True),
+    sa.Column("preset", sa.String(32), primary_key=True),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("mime_type", sa.String(64), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("writes", sa.Integer, nullable=False, default=1),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+def make_engine(url):
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def _tune_sqlite(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; FULL keeps a committed upload
+    # through a power cut, which the 202 answer promises.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def isoformat(epoch):
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Catalog:
+    def __init__(self, engine, clock=time.time):
+        self.engine = engine
+        self.clock = clock
+
+    @classmethod
+    def from_url(cls, url):
+        catalog = cls(make_engine(url))
+        metadata.create_all(catalog.engine)
+        return catalog
+
+    # -- images -----------------------------------------------------------
+
+    def add_image(self, image_id, sha256, info, size):
+        """Record an uploaded original; return ``(record, created)``.
+
+        A re-upload of an image that failed starts it afresh; any other
+        re-upload leaves the existing record untouched.
+        """
+        now = self.clock()
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                _insert_ignore(conn, images).values(
+                    id=image_id, sha256=sha256, format=info["format"],
+                    mime_type=info["mime_type"], width=info["width"],
+                    height=info["height"], frames=info.get("frames", 1),
+                    bytes=size, status=PENDING, error=None, attempts=0,
+                    created_at=now, updated_at=now,
+                )
+            ).rowcount == 1
+            if not inserted:
+                conn.execute(
+                    images.update()
+                    .where(images.c.id == image_id, images.c.status == FAILED)
+                    .values(status=PENDING, error=None, attempts=0, updated_at=now)
+                )
+        return self.get_image(image_id), inserted
+
+    def get_image(self, image_id):
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                images.select().where(images.c.id == image_id)
+            ).mappings().first()
+            if row is None:
+                raise NotFound("no image with id {!r}".format(image_id))
+            variant_rows = conn.execute(
+                variants.select()
+                .where(variants.c.image_id == image_id)
+                .order_by(variants.c.preset)
+            ).mappings().all()
+        return _image_record(row, variant_rows)
+
+    def list_images(self, limit=20, before=None):
+        query = images.select().order_by(images.c.created_at.desc(), images.c.id)
+        if before is not None:
+            query = query.where(images.c.created_at < before)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).mappings().all()
+        return [self.get_image(row["id"]) for row in rows]
+
+    def start_processing(self, image_id):
+        """Claim the image for a processing attempt and count the attempt.
+
+        Counting here, not in the message, also catches attempts that crashed
+        the worker and were redelivered by the broker.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(
+                images.update()
+                .where(images.c.id == image_id, images.c.status.in_(UNFINISHED))
+                .values(status=PROCESSING, attempts=images.c.attempts + 1,
+                        updated_at=self.clock())
+            )
+        return self.get_image(image_id)
+
+    def finish(self, image_id, status, error=None):
+        """Move an unfinished image to done/failed; a finished one stays as it is."""
+        if status not in (DONE, FAILED):
+            raise ValueError("finish() takes done or failed, not {!r}".format(status))
+        with self.engine.begin() as conn:
+            conn.execute(
+                images.update()
+                .where(images.c.id == image_id, images.c.status.in_(UNFINISHED))
+                .values(status=status, error=error if status == FAILED else None,
+                        updated_at=self.clock())
+            )
+        return self.get_image(image_id)
+
+    def stalled_image_ids(self, older_than, limit=100):
+        """Unfinished images untouched for ``older_than`` seconds."""
+        cutoff = self.clock() - older_than
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(images.c.id)
+                .where(images.c.status.in_(UNFINISHED), images.c.updated_at < cutoff)
+                .order_by(images.c.updated_at)
+                .limit(limit)
+            ).scalars())
+
+    def touch(self, image_id):
+        with self.engine.begin() as conn:
+            conn.execute(
+                images.update().where(images.c.id == image_id)
+                .values(updated_at=self.clock())
+            )
+
+    # -- renditions -------------------------------------------------------
+
+    def has_variant(self, image_id, preset):
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(variants.c.preset).where(
+                    variants.c.image_id == image_id, variants.c.preset == preset)
+            ).first() is not None
+
+    def add_variant(self, image_id, preset, meta, replace=False):
+        """Record a rendition; return True if this call wrote it."""
+        values = dict(
+            format=meta["format"], mime_type=meta["mime_type"],
+            width=meta["width"], height=meta["height"], bytes=meta["bytes"],
+            sha256=meta["sha256"],
+        )
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                _insert_ignore(conn, variants).values(
+                    image_id=image_id, preset=preset, writes=1,
+                    created_at=self.clock(), **values)
+            ).rowcount == 1
+            if not inserted and replace:
+                conn.execute(
+                    variants.update()
+                    .where(variants.c.image_id == image_id, variants.c.preset == preset)
+                    .values(writes=variants.c.writes + 1, created_at=self.clock(), **values)
+                )
+                return True
+        return inserted
+
+
+def _insert_ignore(conn, table):
+    # INSERT .. ON CONFLICT DO NOTHING, spelled per dialect.
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def _image_record(row, variant_rows):
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "error": row["error"],
+        "attempts": row["attempts"],
+        "original": {
+            "format": row["format"],
+            "mime_type": row["mime_type"],
+            "width": row["width"],
+            "height": row["height"],
+            "frames": row["frames"],
+            "bytes": row["bytes"],
+            "sha256": row["sha256"],
+        },
+        "variants": {
+            variant["preset"]: {
+                "format": variant["format"],
+                "mime_type": variant["mime_type"],
+                "width": variant["width"],
+                "height": variant["height"],
+                "bytes": variant["bytes"],
+                "sha256": variant["sha256"],
+                "writes": variant["writes"],
+                "created_at": isoformat(variant["created_at"]),
+            }
+            for variant in variant_rows
+        },
+        "created_at": isoformat(row["created_at"]),
+        "updated_at": isoformat(row["updated_at"]),
+    }

@@ -1,0 +1,72 @@
+"""Errors that cross service boundaries and reach HTTP clients.
+
+Each error carries the stable machine-readable ``code`` and the HTTP status
+the gateway answers with.  The services register these classes with nameko's
+remote-exception registry, so an error raised by storage arrives at the
+gateway as the same type, not as a ``RemoteError`` string.
+
+Every class must be constructible from its message alone: that is how nameko
+rebuilds a remote exception (``cls(*exc.args)``).
+"""
+
+
+class PipelineError(Exception):
+    code = "internal_error"
+    http_status = 500
+
+    @property
+    def message(self):
+        return str(self.args[0]) if self.args else self.code.replace("_", " ")
+
+
+class BadRequest(PipelineError):
+    code = "bad_request"
+    http_status = 400
+
+
+class Unauthorized(PipelineError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class NotFound(PipelineError):
+    code = "not_found"
+    http_status = 404
+
+
+class PayloadTooLarge(PipelineError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class TooManyPixels(PipelineError):
+    code = "too_many_pixels"
+    http_status = 413
+
+
+class UnsupportedFormat(PipelineError):
+    code = "unsupported_format"
+    http_status = 415
+
+
+class InvalidImage(PipelineError):
+    """The bytes claim to be an allowed image format but cannot be decoded."""
+
+    code = "invalid_image"
+    http_status = 422
+
+
+class Unavailable(PipelineError):
+    """A dependency (broker, storage) did not answer in time; try again."""
+
+    code = "service_unavailable"
+    http_status = 503
+
+
+# Permanent errors: retrying the same bytes can never succeed.
+PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
+
+ALL_ERRORS = (
+    PipelineError, BadRequest, Unauthorized, NotFound, PayloadTooLarge,
+    TooManyPixels, UnsupportedFormat, InvalidImage, Unavailable,
+)

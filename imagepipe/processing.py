@@ -1,0 +1,76 @@
+"""One imaging job: original in, every configured rendition out.
+
+``process_image`` talks to storage through whatever object it is given (the
+imaging service passes its RPC proxy; unit tests pass an ``ImageStore``), and
+renders through the ``render`` callable (the service runs it in a real thread).
+
+Failure classes:
+- the image itself is bad (corrupt, too many pixels, ...): permanent, the
+  image is marked ``failed`` at once with the reason;
+- anything else (storage unreachable, timeouts, bugs) propagates to the
+  caller, which retries with back-off and dead-letters after a limit;
+- a job that keeps killing its worker is caught by the attempt count kept in
+  storage, which survives the crashes that message headers do not.
+"""
+import time
+
+from imagepipe.catalog import DONE, FAILED
+from imagepipe.errors import PERMANENT_IMAGE_ERRORS
+from imagepipe.ids import check_image_id
+
+
+def process_image(job, storage, render, settings):
+    """Process one ``image_uploaded`` job; return an outcome dict.
+
+    ``outcome["changed"]`` says whether this call finished the image (as
+    opposed to finding it already finished), so the caller announces each
+    completion once.
+    """
+    started = time.monotonic()
+    image_id = check_image_id(job.get("id"))
+    reprocess = bool(job.get("reprocess"))
+
+    record = storage.start_processing(image_id)
+    if record["status"] in (DONE, FAILED) and not reprocess:
+        return _outcome(record, changed=False, started=started)
+
+    if record["attempts"] > settings.job_max_attempts:
+        record = storage.finish(image_id, FAILED, (
+            "gave up after {} attempts: processing kept crashing or timing out"
+            .format(record["attempts"] - 1)))
+        return _outcome(record, changed=True, started=started)
+
+    wanted = [
+        preset for preset in settings.presets
+        if reprocess or preset.name not in record["variants"]
+    ]
+    if wanted:
+        original = storage.get_original(image_id)
+        try:
+            renditions = render(original, wanted)
+        except PERMANENT_IMAGE_ERRORS as exc:
+            record = storage.finish(image_id, FAILED, exc.message)
+            return _outcome(record, changed=True, started=started)
+        for rendition in renditions:
+            storage.put_variant(image_id, rendition.preset, rendition.data, {
+                "format": rendition.format,
+                "mime_type": rendition.mime_type,
+                "width": rendition.width,
+                "height": rendition.height,
+            }, reprocess)
+
+    was_unfinished = record["status"] not in (DONE, FAILED)
+    record = storage.finish(image_id, DONE)
+    return _outcome(record, changed=was_unfinished or reprocess, started=started,
+                    rendered=[preset.name for preset in wanted])
+
+
+def _outcome(record, changed, started, rendered=()):
+    return {
+        "id": record["id"],
+        "status": record["status"],
+        "error": record["error"],
+        "changed": changed,
+        "rendered": list(rendered),
+        "seconds": round(time.monotonic() - started, 3),
+    }

@@ -1,0 +1,89 @@
+"""Typed view of ``config.yaml``.
+
+nameko hands every extension the raw config mapping; the services read it once
+through :meth:`Settings.from_config` so that defaults and validation live in
+one place and misconfiguration fails at start-up, not on the first upload.
+"""
+import os
+from dataclasses import dataclass, field
+
+from imagepipe.images import DEFAULT_FORMATS, Preset
+
+DEFAULT_PRESETS = {
+    "thumb": {"width": 256, "height": 256, "fit": "contain",
+              "format": "webp", "quality": 80},
+    "medium": {"width": 1024, "height": 1024, "fit": "contain",
+               "format": "webp", "quality": 82},
+}
+
+
+def _as_list(value, default):
+    if value in (None, ""):
+        return list(default)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_uri: str = "amqp://guest:guest@localhost:5672/"
+    storage_root: str = "./data"
+    storage_db: str = ""
+    public_url: str = ""
+    presets: tuple = ()
+    allowed_formats: tuple = DEFAULT_FORMATS
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    rpc_timeout: float = 10.0
+    job_retry_delays: tuple = (1.0, 5.0, 30.0)
+    job_max_attempts: int = 5
+    stalled_after: float = 300.0
+    sweep_interval: float = 60.0
+    api_keys: tuple = field(default=(), repr=False)
+
+    @classmethod
+    def from_config(cls, config):
+        presets_config = config.get("PRESETS") or DEFAULT_PRESETS
+        presets = tuple(
+            Preset.from_config(name, spec) for name, spec in presets_config.items()
+        )
+        if not presets:
+            raise ValueError("PRESETS must define at least one preset")
+        storage_root = str(config.get("STORAGE_ROOT") or "./data")
+        return cls(
+            amqp_uri=str(config.get("AMQP_URI") or cls.amqp_uri),
+            storage_root=storage_root,
+            storage_db=str(config.get("STORAGE_DB") or default_db_url(storage_root)),
+            public_url=str(config.get("PUBLIC_URL") or "").rstrip("/"),
+            presets=presets,
+            allowed_formats=tuple(
+                name.upper()
+                for name in _as_list(config.get("ALLOWED_FORMATS"), DEFAULT_FORMATS)
+            ),
+            max_upload_bytes=int(config.get("MAX_UPLOAD_BYTES") or cls.max_upload_bytes),
+            max_pixels=int(config.get("MAX_PIXELS") or cls.max_pixels),
+            rpc_timeout=float(config.get("RPC_TIMEOUT") or cls.rpc_timeout),
+            job_retry_delays=tuple(
+                float(delay) for delay in
+                _as_list(config.get("JOB_RETRY_DELAYS"), cls.job_retry_delays)
+            ),
+            job_max_attempts=int(config.get("JOB_MAX_ATTEMPTS") or cls.job_max_attempts),
+            stalled_after=float(config.get("STALLED_AFTER") or cls.stalled_after),
+            sweep_interval=float(config.get("SWEEP_INTERVAL") or cls.sweep_interval),
+            api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
+        )
+
+    def preset(self, name):
+        for preset in self.presets:
+            if preset.name == name:
+                return preset
+        return None
+
+    @property
+    def preset_names(self):
+        return tuple(preset.name for preset in self.presets)
+
+
+def default_db_url(storage_root):
+    return "sqlite:///" + os.path.join(os.path.abspath(storage_root), "catalog.sqlite3")

@@ -1,0 +1,81 @@
+"""The storage service's model: blobs plus the catalog that describes them.
+
+Every write is idempotent.  An original is keyed by its content hash; a
+rendition by (image, preset).  Writing what is already there is a no-op, so a
+job delivered twice writes each rendition once.
+"""
+from imagepipe.blobstore import FileBlobStore, original_key, variant_key
+from imagepipe.catalog import Catalog
+from imagepipe.errors import BadRequest, NotFound
+from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
+
+
+class ImageStore:
+    def __init__(self, blobs, catalog):
+        self.blobs = blobs
+        self.catalog = catalog
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(
+            FileBlobStore(settings.storage_root),
+            Catalog.from_url(settings.storage_db),
+        )
+
+    def put_original(self, data, info):
+        """Store uploaded bytes; return ``(record, created)``.
+
+        The blob is durable before the catalog row exists, so a record never
+        points at bytes that a crash could have lost.
+        """
+        if not isinstance(data, bytes) or not data:
+            raise BadRequest("the image is empty")
+        sha256 = content_sha256(data)
+        image_id = image_id_for(sha256)
+        key = original_key(image_id)
+        if not self.blobs.exists(key):
+            self.blobs.put(key, data)
+        return self.catalog.add_image(image_id, sha256, info, len(data))
+
+    def get_original(self, image_id):
+        check_image_id(image_id)
+        self.catalog.get_image(image_id)  # 404 for unknown ids, not a missing blob
+        return self.blobs.get(original_key(image_id))
+
+    def get_image(self, image_id):
+        return self.catalog.get_image(check_image_id(image_id))
+
+    def list_images(self, limit=20, before=None):
+        return self.catalog.list_images(limit=max(1, min(int(limit), 100)), before=before)
+
+    def start_processing(self, image_id):
+        return self.catalog.start_processing(check_image_id(image_id))
+
+    def finish(self, image_id, status, error=None):
+        return self.catalog.finish(check_image_id(image_id), status, error)
+
+    def put_variant(self, image_id, preset, data, meta, replace=False):
+        """Store one rendition; return its record.  Idempotent unless ``replace``."""
+        check_image_id(image_id)
+        check_preset_name(preset)
+        if not replace and self.catalog.has_variant(image_id, preset):
+            return self.get_image(image_id)["variants"][preset]
+        self.blobs.put(variant_key(image_id, preset), data)
+        meta = dict(meta, bytes=len(data), sha256=content_sha256(data))
+        self.catalog.add_variant(image_id, preset, meta, replace=replace)
+        return self.get_image(image_id)["variants"][preset]
+
+    def get_variant(self, image_id, preset):
+        """Return ``(bytes, variant record)``."""
+        record = self.get_image(image_id)
+        check_preset_name(preset)
+        variant = record["variants"].get(preset)
+        if variant is None:
+            raise NotFound("image {} has no rendition {!r}".format(image_id, preset))
+        return self.blobs.get(variant_key(image_id, preset)), variant
+
+    def stalled_image_ids(self, older_than, limit=100):
+        return self.catalog.stalled_image_ids(older_than, limit)
+
+    def touch(self, image_id):
+        self.catalog.touch(check_image_id(image_id))

@@ -1,0 +1,162 @@
+"""nameko DependencyProviders: the resources the services are given.
+
+Each wraps a plain ``imagepipe`` object, so ``worker_factory`` can swap it in
+unit tests and the services themselves stay declarative.
+"""
+import logging
+from functools import partial
+
+import eventlet
+from eventlet import tpool
+from kombu.exceptions import OperationalError
+from nameko.amqp.publish import UndeliverableMessage
+from nameko.events import EventDispatcher
+from nameko.exceptions import UnknownService, get_module_path, registry
+from nameko.extensions import DependencyProvider
+from nameko.rpc import RpcProxy
+
+from imagepipe import images
+from imagepipe.errors import ALL_ERRORS, Unavailable
+from imagepipe.settings import Settings
+from imagepipe.store import ImageStore
+from services import topology
+
+log = logging.getLogger(__name__)
+
+# Errors raised by storage arrive as these types, not as RemoteError.
+for _error_cls in ALL_ERRORS:
+    registry[get_module_path(_error_cls)] = _error_cls
+
+BROKER_ERRORS = (OperationalError, ConnectionError, OSError)
+
+
+class Config(DependencyProvider):
+    """The parsed, validated ``config.yaml`` (an ``imagepipe.settings.Settings``)."""
+
+    def setup(self):
+        self.settings = Settings.from_config(self.container.config)
+
+    def get_dependency(self, worker_ctx):
+        return self.settings
+
+
+class Storage(DependencyProvider):
+    """The storage service's own ``ImageStore`` (blobs and catalog)."""
+
+    def setup(self):
+        self.store = ImageStore.from_settings(Settings.from_config(self.container.config))
+
+    def get_dependency(self, worker_ctx):
+        return self.store
+
+
+class Renderer(DependencyProvider):
+    """``render(data, presets)`` run in a real OS thread.
+
+    Pillow releases the GIL while decoding, resizing and encoding, so the
+    eventlet hub keeps serving AMQP heartbeats and several jobs use several
+    cores.
+    """
+
+    def setup(self):
+        settings = Settings.from_config(self.container.config)
+        self.render = partial(
+            images.render, formats=settings.allowed_formats,
+            max_pixels=settings.max_pixels)
+
+    def get_dependency(self, worker_ctx):
+        return partial(tpool.execute, self.render)
+
+
+class StorageRpc(RpcProxy):
+    """RPC to the storage service with a deadline on every call.
+
+    A plain ``RpcProxy`` waits forever when the storage queue exists but no
+    storage process consumes it; here every call raises ``Unavailable`` after
+    ``RPC_TIMEOUT`` seconds, and the request itself expires on the broker so
+    a late storage process does not act on calls nobody awaits any more.
+    """
+
+    def __init__(self, **options):
+        super().__init__("storage", **options)
+
+    def setup(self):
+        self.timeout = Settings.from_config(self.container.config).rpc_timeout
+        self.options.setdefault("expiration", self.timeout)
+        super().setup()
+
+    def get_dependency(self, worker_ctx):
+        return TimedServiceProxy(super().get_dependency(worker_ctx), self.timeout)
+
+
+class TimedServiceProxy:
+    def __init__(self, proxy, timeout):
+        self._proxy = proxy
+        self._timeout = timeout
+
+    def __getattr__(self, method_name):
+        return partial(self._call, method_name)
+
+    def _call(self, method_name, *args, **kwargs):
+        target = "{}.{}".format(self._proxy.service_name, method_name)
+        deadline = eventlet.Timeout(self._timeout)
+        try:
+            method = getattr(self._proxy, method_name)
+            return method.call_async(*args, **kwargs).result()
+        except eventlet.Timeout as exc:
+            if exc is not deadline:
+                raise
+            raise Unavailable("{} did not answer within {:g} s".format(
+                target, self._timeout)) from None
+        except UnknownService:
+            raise Unavailable("no {} service is running".format(
+                self._proxy.service_name)) from None
+        except BROKER_ERRORS as exc:
+            raise Unavailable("the message broker is unreachable ({})".format(
+                type(exc).__name__)) from None
+        finally:
+            deadline.cancel()
+
+
+class JobDispatcher(EventDispatcher):
+    """Dispatches ``gateway`` events that cannot be silently dropped.
+
+    Publishes with confirms and ``mandatory``, after declaring the imaging job
+    queue, so an accepted upload's job is on disk in RabbitMQ before the
+    gateway answers 202.  Storage uses it too, to re-dispatch stalled jobs on
+    the gateway's behalf.
+    """
+
+    def __init__(self, **options):
+        options.setdefault("mandatory", True)
+        super().__init__(**options)
+
+    def setup(self):
+        self.declare.append(topology.job_queue(self.container.config))
+        super().setup()
+        # Whoever dispatches, jobs are gateway events: that is what the
+        # imaging queue is bound to and what operators dispatch from the shell.
+        self.exchange = topology.job_exchange(self.container.config)
+        self.publisher.exchange = self.exchange
+        self.timeout = Settings.from_config(self.container.config).rpc_timeout
+
+    def get_dependency(self, worker_ctx):
+        dispatch = super().get_dependency(worker_ctx)
+
+        def dispatch_within_deadline(event_type, event_data):
+            deadline = eventlet.Timeout(self.timeout)
+            try:
+                dispatch(event_type, event_data)
+            except eventlet.Timeout as exc:
+                if exc is not deadline:
+                    raise
+                raise Unavailable("the message broker did not confirm the job") from None
+            except UndeliverableMessage:
+                raise Unavailable("no queue accepted the job") from None
+            except BROKER_ERRORS as exc:
+                raise Unavailable("the message broker is unreachable ({})".format(
+                    type(exc).__name__)) from None
+            finally:
+                deadline.cancel()
+
+        return dispatch_within_deadline

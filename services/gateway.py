@@ -1,0 +1,72 @@
+"""Gateway: the HTTP face of the pipeline.
+
+An upload is sniffed (header only), handed to storage, announced with an
+``image_uploaded`` event and answered with 202 -- no pixel is decoded here.
+Everything else is a read through storage.
+"""
+import json
+from dataclasses import asdict
+
+import kombu
+from werkzeug.wrappers import Response
+
+from imagepipe import api, images
+from imagepipe.errors import NotFound
+from imagepipe.ids import check_image_id, check_preset_name
+from imagepipe.uploads import read_upload
+from services.dependencies import Config, JobDispatcher, StorageRpc
+from services.http import error_response, http, json_response
+from services.topology import JOB_EVENT
+
+ORIGINAL = "original"
+IMMUTABLE = "public, max-age=31536000, immutable"
+LONG_LIVED = "public, max-age=31536000"
+
+
+class GatewayService:
+    name = "gateway"
+
+    config = Config()
+    storage = StorageRpc()
+    dispatch = JobDispatcher()
+
+    @http("POST", "/upload")
+    def upload(self, request):
+        data, _fields = read_upload(request, self.config.max_upload_bytes)
+        info = images.probe(data, self.config.allowed_formats, self.config.max_pixels)
+        record, _created = self.storage.put_original(data, asdict(info))
+        if record["status"] != "done":
+            self.dispatch(JOB_EVENT, {"id": record["id"]})
+        body = api.upload_accepted(record, self.config.public_url)
+        return json_response(body, status=202, headers={"Location": body["links"]["self"]})
+
+    @http("GET", "/images/<image_id>")
+    def image_status(self, request, image_id):
+        record = self.storage.get_image(check_image_id(image_id))
+        return json_response(api.image_status(record, self.config.public_url))
+
+    @http("GET", "/images/<image_id>/<name>")
+    def image_bytes(self, request, image_id, name):
+        check_image_id(image_id)
+        if name == ORIGINAL:
+            record = self.storage.get_image(image_id)
+            data = self.storage.get_original(image_id)
+            mime_type, etag, cache = record["original"]["mime_type"], record["original"]["sha256"], IMMUTABLE
+        else:
+            check_preset_name(name)
+            data, variant = self.storage.get_variant(image_id, name)
+            mime_type, etag, cache = variant["mime_type"], variant["sha256"], LONG_LIVED
+        response = Response(data, mimetype=mime_type, headers={
+            "Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
+        response.set_etag(etag)
+        return response.make_conditional(request)
+
+    @http("GET", "/health")
+    def health(self, request):
+        try:
+            with kombu.Connection(self.config.amqp_uri, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception as exc:  # any failure to connect means unhealthy
+            return error_response("broker_unreachable", "cannot reach the message broker: {}".format(
+                type(exc).__name__), 503, {"Retry-After": "5"})
+        return json_response({"status": "ok", "broker": "ok"})

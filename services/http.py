@@ -1,0 +1,78 @@
+"""The gateway's HTTP entrypoint: every error leaves as JSON.
+
+``HttpEntrypoint.response_from_exception`` is the one place where exceptions
+become status codes.  The web server is subclassed too, because routing
+errors (unknown path, wrong method) are raised before any entrypoint runs and
+werkzeug would otherwise answer them with HTML.
+"""
+import json
+import logging
+
+from nameko.exceptions import BadRequest as NamekoBadRequest
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from imagepipe.api import error_body
+from imagepipe.errors import PipelineError, Unavailable
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def json_response(payload, status=200, headers=None):
+    return Response(
+        json.dumps(payload, separators=(",", ":")), status=status,
+        headers=headers, mimetype="application/json")
+
+
+def error_response(code, message, status, headers=None):
+    return json_response(error_body(code, message), status=status, headers=headers)
+
+
+def response_for_http_exception(exc):
+    code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+    headers = [(key, value) for key, value in exc.get_headers() if key != "Content-Type"]
+    return error_response(code, exc.description or exc.name, exc.code or 500, headers)
+
+
+class JsonWsgiApp(WsgiApp):
+    """nameko's WsgiApp, answering routing errors with JSON instead of HTML."""
+
+    def __call__(self, environ, start_response):
+        # shallow: nobody may read the body before the entrypoint asks for it
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+        except HTTPException as exc:
+            return response_for_http_exception(exc)(environ, start_response)
+        request.path_values = values
+        return provider.handle_request(request)(environ, start_response)
+
+
+class JsonWebServer(WebServer):
+    def get_wsgi_app(self):
+        return JsonWsgiApp(self)
+
+
+class HttpEntrypoint(HttpRequestHandler):
+    server = JsonWebServer()
+
+    def response_from_exception(self, exc):
+        if isinstance(exc, PipelineError):
+            headers = {"Retry-After": RETRY_AFTER_SECONDS} if isinstance(exc, Unavailable) else None
+            if isinstance(exc, Unavailable):
+                log.warning("answering 503: %s", exc.message)
+            return error_response(exc.code, exc.message, exc.http_status, headers)
+        if isinstance(exc, HTTPException):
+            return response_for_http_exception(exc)
+        if isinstance(exc, NamekoBadRequest):
+            return error_response("bad_request", str(exc), 400)
+        log.error("unexpected error in %s", self.method_name, exc_info=exc)
+        return error_response("internal_error", "an unexpected error occurred", 500)
+
+
+http = HttpEntrypoint.decorator

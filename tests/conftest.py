@@ -1,0 +1,68 @@
+"""Fixtures: a real pipeline (all three services) in its own RabbitMQ vhost.
+
+``rabbit_config``, ``runner_factory`` and ``container_factory`` come from
+nameko's pytest plugin; ``rabbit_config`` creates a fresh vhost per test
+through the RabbitMQ management API.
+"""
+import socket
+
+import pytest
+import requests
+
+from tests.helpers import load_config
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebSession(requests.Session):
+    """requests.Session with a base URL (nameko's web_session needs Werkzeug 2)."""
+
+    def __init__(self, base_url):
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith("/"):
+            url = self.base_url + url
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def pipeline_config(rabbit_config, tmp_path):
+    config = load_config()
+    config.update(rabbit_config)
+    config["WEB_SERVER_ADDRESS"] = "127.0.0.1:{}".format(free_port())
+    config["STORAGE_ROOT"] = str(tmp_path / "storage")
+    config["STORAGE_DB"] = None
+    config["RPC_TIMEOUT"] = 5
+    config["JOB_RETRY_DELAYS"] = "0.2,0.5"
+    config.pop("LOGGING", None)
+    return config
+
+
+@pytest.fixture
+def base_url(pipeline_config):
+    return "http://{}".format(pipeline_config["WEB_SERVER_ADDRESS"])
+
+
+@pytest.fixture
+def web(base_url):
+    with WebSession(base_url) as session:
+        yield session
+
+
+@pytest.fixture
+def pipeline(runner_factory, pipeline_config):
+    """gateway + imaging + storage in one runner, like `make run`."""
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+
+    runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+    runner.start()
+    return runner

@@ -1,0 +1,50 @@
+"""Small helpers shared by the test suites (no fixtures here)."""
+import io
+import time
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(path=REPO_ROOT / "config.yaml"):
+    """config.yaml as `nameko run` reads it (with ${VAR:default} substitution)."""
+    from nameko.cli.main import setup_yaml_parser
+
+    setup_yaml_parser()
+    with open(path) as config_file:
+        return yaml.safe_load(config_file)
+
+
+def make_jpeg(width=640, height=480, color=(200, 30, 60), exif=None, quality=90):
+    image = Image.new("RGB", (width, height), color)
+    # a gradient stripe makes orientation checks meaningful
+    for x in range(0, width, max(1, width // 16)):
+        image.paste((x * 255 // width, 255 - x * 255 // width, 90), (x, 0, x + 2, height // 4))
+    out = io.BytesIO()
+    kwargs = {"exif": exif} if exif is not None else {}
+    image.save(out, "JPEG", quality=quality, **kwargs)
+    return out.getvalue()
+
+
+def make_png(width=300, height=200, mode="RGBA"):
+    image = Image.new(mode, (width, height), (10, 120, 200, 128) if mode == "RGBA" else (10, 120, 200))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def wait_for_status(web, image_id, statuses=("done", "failed"), timeout=30.0):
+    deadline = time.monotonic() + timeout
+    body = None
+    while time.monotonic() < deadline:
+        response = web.get("/images/{}".format(image_id))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.05)
+    raise AssertionError("image {} did not reach {} within {} s; last: {}".format(
+        image_id, statuses, timeout, body))

@@ -1,0 +1,84 @@
+"""docker-compose.yml, the Dockerfile and config.yaml agree with each other."""
+import re
+
+import yaml
+
+from tests.helpers import REPO_ROOT, load_config
+
+SERVICE_MODULES = {"gateway": "services.gateway", "imaging": "services.imaging",
+                   "storage": "services.storage"}
+
+
+def compose():
+    with open(REPO_ROOT / "docker-compose.yml") as compose_file:
+        return yaml.safe_load(compose_file)
+
+
+def test_each_service_runs_its_module_with_the_repo_config():
+    services = compose()["services"]
+    for name, module in SERVICE_MODULES.items():
+        command = services[name]["command"]
+        assert command[:4] == ["nameko", "run", "--config", "config.yaml"], name
+        assert command[4:] == [module], name
+        assert (REPO_ROOT / (module.replace(".", "/") + ".py")).exists()
+
+
+def test_environment_names_exist_in_config_yaml():
+    config_text = (REPO_ROOT / "config.yaml").read_text()
+    known = set(re.findall(r"\$\{(\w+):", config_text))
+    for name, service in compose()["services"].items():
+        if name == "rabbitmq":
+            continue
+        for variable in service["environment"]:
+            assert variable in known, (name, variable)
+
+
+def test_imaging_scales_and_storage_keeps_its_data():
+    services = compose()["services"]
+    assert "container_name" not in services["imaging"]
+    assert "ports" not in services["imaging"]
+    assert any(volume.startswith("storage-data:") for volume in services["storage"]["volumes"])
+    assert services["storage"]["environment"]["STORAGE_ROOT"] == "/data"
+    assert "storage-data" in compose()["volumes"]
+
+
+def test_broker_has_healthcheck_dashboard_and_no_default_credentials():
+    services = compose()["services"]
+    rabbit = services["rabbitmq"]
+    assert rabbit["image"].startswith("rabbitmq:3-management")
+    assert rabbit["healthcheck"]["test"]
+    assert any("15672" in port for port in rabbit["ports"])
+    assert not any(str(port).split(":")[-1] == "5672" for port in rabbit["ports"])
+    assert "guest" not in yaml.safe_dump(services)
+    for name in SERVICE_MODULES:
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_gateway_publishes_the_configured_port():
+    gateway = compose()["services"]["gateway"]
+    assert gateway["environment"]["WEB_SERVER_ADDRESS"].endswith(":8000")
+    assert any(port.endswith(":8000") for port in gateway["ports"])
+
+
+def test_dockerfile_installs_requirements_and_ships_the_code():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir -r requirements.txt" in dockerfile
+    for path in ("config.yaml", "imagepipe", "services"):
+        assert "COPY {} ".format(path) in dockerfile
+
+
+def test_config_yaml_has_the_documented_defaults(monkeypatch):
+    for variable in ("AMQP_URI", "WEB_SERVER_ADDRESS", "STORAGE_ROOT"):
+        monkeypatch.delenv(variable, raising=False)
+    config = load_config()
+    assert config["AMQP_URI"] == "amqp://guest:guest@localhost:5672/"
+    assert config["WEB_SERVER_ADDRESS"] == "0.0.0.0:8000"
+    assert config["STORAGE_ROOT"] == "./data"
+    assert set(config["PRESETS"]) == {"thumb", "medium"}
+
+
+def test_requirements_are_all_pinned():
+    lines = [line.strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()]
+    requirements = [line for line in lines if line and not line.startswith("#")]
+    assert requirements
+    assert all("==" in line for line in requirements), requirements

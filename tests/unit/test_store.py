@@ -1,0 +1,138 @@
+"""ImageStore, Catalog and FileBlobStore on a real SQLite file and real files."""
+import os
+
+import pytest
+
+from imagepipe.blobstore import FileBlobStore, original_key, variant_key
+from imagepipe.catalog import Catalog
+from imagepipe.errors import BadRequest, NotFound
+from imagepipe.ids import content_sha256, image_id_for
+from imagepipe.store import ImageStore
+
+INFO = {"format": "JPEG", "mime_type": "image/jpeg", "width": 10, "height": 5, "frames": 1}
+META = {"format": "webp", "mime_type": "image/webp", "width": 4, "height": 2}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(
+        FileBlobStore(tmp_path / "blobs"),
+        Catalog.from_url("sqlite:///{}".format(tmp_path / "catalog.sqlite3")),
+    )
+
+
+def test_id_derives_from_content_and_duplicates_are_stored_once(store, tmp_path):
+    record, created = store.put_original(b"some image bytes", INFO)
+    again, created_again = store.put_original(b"some image bytes", INFO)
+    assert created and not created_again
+    assert record["id"] == again["id"] == image_id_for(content_sha256(b"some image bytes"))
+    assert record["status"] == "pending"
+    assert record["original"]["bytes"] == 16
+    assert store.get_original(record["id"]) == b"some image bytes"
+    files = [name for _, _, names in os.walk(tmp_path / "blobs") for name in names]
+    assert files == [record["id"]]
+
+
+def test_empty_original_is_rejected(store):
+    with pytest.raises(BadRequest):
+        store.put_original(b"", INFO)
+
+
+def test_status_only_moves_forward(store):
+    image_id = store.put_original(b"x", INFO)[0]["id"]
+    assert store.start_processing(image_id)["status"] == "processing"
+    assert store.start_processing(image_id)["attempts"] == 2  # a redelivery counts
+    assert store.finish(image_id, "done")["status"] == "done"
+    # a late duplicate cannot move it back or flip it to failed
+    assert store.start_processing(image_id)["status"] == "done"
+    assert store.finish(image_id, "failed", "late")["status"] == "done"
+    assert store.get_image(image_id)["error"] is None
+    assert store.get_image(image_id)["attempts"] == 2
+
+
+def test_reupload_of_a_failed_image_starts_it_afresh(store):
+    image_id = store.put_original(b"y", INFO)[0]["id"]
+    store.start_processing(image_id)
+    assert store.finish(image_id, "failed", "broken")["error"] == "broken"
+    record, created = store.put_original(b"y", INFO)
+    assert not created
+    assert (record["status"], record["error"], record["attempts"]) == ("pending", None, 0)
+
+
+def test_put_variant_is_idempotent_unless_replacing(store):
+    image_id = store.put_original(b"z", INFO)[0]["id"]
+    first = store.put_variant(image_id, "thumb", b"rendition-1", META)
+    second = store.put_variant(image_id, "thumb", b"rendition-2", META)
+    assert first == second
+    assert first["writes"] == 1
+    assert store.get_variant(image_id, "thumb")[0] == b"rendition-1"
+    replaced = store.put_variant(image_id, "thumb", b"rendition-3", META, replace=True)
+    assert replaced["writes"] == 2
+    data, variant = store.get_variant(image_id, "thumb")
+    assert data == b"rendition-3"
+    assert variant["sha256"] == content_sha256(b"rendition-3")
+    assert variant["bytes"] == len(b"rendition-3")
+
+
+@pytest.mark.parametrize("image_id", ["../../etc/passwd", "ABC", "", None, "0" * 31, "g" * 32])
+def test_invalid_ids_are_not_found(store, image_id):
+    with pytest.raises(NotFound):
+        store.get_image(image_id)
+    with pytest.raises(NotFound):
+        store.get_original(image_id)
+
+
+@pytest.mark.parametrize("preset", ["../x", "original", "events", "A", "", "a/b", "x" * 40])
+def test_invalid_preset_names_never_reach_the_filesystem(store, preset):
+    image_id = store.put_original(b"w", INFO)[0]["id"]
+    with pytest.raises(NotFound):
+        store.put_variant(image_id, preset, b"data", META)
+    with pytest.raises(NotFound):
+        variant_key(image_id, preset)
+
+
+def test_unknown_image_is_not_found(store):
+    with pytest.raises(NotFound):
+        store.get_image("0" * 32)
+    with pytest.raises(NotFound):
+        store.get_original("0" * 32)
+
+
+def test_blob_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
+    blobs = FileBlobStore(tmp_path)
+    key = original_key("a" * 32)
+    blobs.put(key, b"one")
+    blobs.put(key, b"two")
+    assert blobs.get(key) == b"two"
+    leftovers = [name for _, _, names in os.walk(tmp_path) for name in names if name.startswith(".tmp")]
+    assert leftovers == []
+
+
+def test_blob_keys_cannot_escape_the_root(tmp_path):
+    blobs = FileBlobStore(tmp_path / "root")
+    with pytest.raises(NotFound):
+        blobs.put("../outside", b"x")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_stalled_images_are_found_by_age(tmp_path):
+    now = [1000.0]
+    catalog = Catalog.from_url("sqlite:///{}".format(tmp_path / "c.sqlite3"))
+    catalog.clock = lambda: now[0]
+    catalog.add_image("a" * 32, "a" * 64, INFO, 1)
+    catalog.add_image("b" * 32, "b" * 64, INFO, 1)
+    catalog.finish("b" * 32, "done")
+    now[0] += 301
+    assert catalog.stalled_image_ids(older_than=300) == ["a" * 32]
+    assert catalog.stalled_image_ids(older_than=400) == []
+
+
+def test_list_images_newest_first(tmp_path):
+    now = [1000.0]
+    catalog = Catalog.from_url("sqlite:///{}".format(tmp_path / "c.sqlite3"))
+    catalog.clock = lambda: now[0]
+    for letter in "abc":
+        now[0] += 1
+        catalog.add_image(letter * 32, letter * 64, INFO, 1)
+    assert [record["id"][0] for record in catalog.list_images(limit=2)] == ["c", "b"]
+    assert [record["id"][0] for record in catalog.list_images(before=1002.0)] == ["a"]
