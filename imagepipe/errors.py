@@ -66,6 +66,9 @@ class Unavailable(PipelineError):
 # Permanent errors: retrying the same bytes can never succeed.
 PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
 
+# A job that names no (valid, existing) image cannot succeed on retry either.
+PERMANENT_JOB_ERRORS = (NotFound, BadRequest)
+
 ALL_ERRORS = (
     PipelineError, BadRequest, Unauthorized, NotFound, PayloadTooLarge,
     TooManyPixels, UnsupportedFormat, InvalidImage, Unavailable,

@@ -4,22 +4,27 @@ Each wraps a plain ``imagepipe`` object, so ``worker_factory`` can swap it in
 unit tests and the services themselves stay declarative.
 """
 import logging
+import time
 from functools import partial
 
 import eventlet
 from eventlet import tpool
 from kombu.exceptions import OperationalError
+from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.amqp.publish import UndeliverableMessage
-from nameko.events import EventDispatcher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import EventDispatcher, EventHandler
 from nameko.exceptions import UnknownService, get_module_path, registry
 from nameko.extensions import DependencyProvider
+from nameko.timer import Timer
 from nameko.rpc import RpcProxy
 
 from imagepipe import images
+from imagepipe.catalog import isoformat
 from imagepipe.errors import ALL_ERRORS, Unavailable
 from imagepipe.settings import Settings
 from imagepipe.store import ImageStore
-from services import topology
+from services import deadletters, topology
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +165,82 @@ class JobDispatcher(EventDispatcher):
                 deadline.cancel()
 
         return dispatch_within_deadline
+
+
+class JobHandler(EventHandler):
+    """``@event_handler`` for the imaging job queue.
+
+    Jobs are acknowledged only after the handler returns.  The handler deals
+    with every failure itself (retry or dead-letter); if it still raises --
+    for instance because the broker vanished while it was scheduling a retry
+    -- the job goes back to the queue instead of being acked and dropped,
+    which is what plain ``@event_handler`` does.
+    """
+
+    def __init__(self, source_service, event_type, **kwargs):
+        kwargs.setdefault("requeue_on_error", True)
+        super().__init__(source_service, event_type, **kwargs)
+
+
+job_handler = JobHandler.decorator
+
+
+class JobRetries(DependencyProvider):
+    """Schedules failed jobs for a later attempt, or dead-letters them.
+
+    ``retry(job, reason)`` publishes the job (with its attempt count) to the
+    delay queue for that attempt and returns True; once the delays in
+    ``JOB_RETRY_DELAYS`` are used up -- or at once with ``final=True`` -- it
+    parks the job in the dead-letter queue and returns False.  Publishing is
+    confirmed before the original delivery is acknowledged, so a job is never
+    in neither queue.
+    """
+
+    def setup(self):
+        config = self.container.config
+        self.config = config
+        self.delays = Settings.from_config(config).job_retry_delays
+        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
+        self.publisher = AmqpPublisher(
+            self.amqp_uri, serializer=self.container.serializer, use_confirms=True,
+            mandatory=True, exchange=topology.DEFAULT_EXCHANGE)
+        self.queues = [topology.retry_queue(delay) for delay in self.delays]
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def retry(self, job, reason, final=False):
+        attempt = int(job.get("attempt") or 0) + 1
+        if final or attempt > len(self.delays):
+            self.publisher.publish(
+                {"job": job, "error": reason, "attempts": attempt,
+                 "dead_lettered_at": isoformat(time.time())},
+                routing_key=topology.DEAD_LETTER_QUEUE,
+                declare=[topology.dead_letter_queue()], serializer="json")
+            return False
+        queue = self.queues[attempt - 1]
+        self.publisher.publish(
+            dict(job, attempt=attempt), routing_key=queue.name,
+            declare=[topology.job_exchange(self.config), queue])
+        return True
+
+    def dead_letters(self, limit=100):
+        return deadletters.peek(self.amqp_uri, limit)
+
+    def replay(self, limit=100, image_id=None):
+        return deadletters.replay(self.amqp_uri, self.config, limit, image_id)
+
+
+class ConfiguredTimer(Timer):
+    """``@timer`` whose interval is read from config at start-up."""
+
+    def __init__(self, config_key, default, **kwargs):
+        super().__init__(interval=default, **kwargs)
+        self.config_key = config_key
+
+    def setup(self):
+        self.interval = float(self.container.config.get(self.config_key) or self.interval)
+        super().setup()
+
+
+configured_timer = ConfiguredTimer.decorator

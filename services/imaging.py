@@ -3,13 +3,18 @@
 Stateless; run as many processes as there are cores to spare.  All imaging
 processes share one durable queue, and a job is acknowledged only after it
 has finished, so a job whose process dies is redelivered to another one.
+A job that fails for a reason other than its image being bad is retried with
+back-off, then dead-lettered (see ``dead_letters`` / ``replay_dead_letters``).
 """
 import logging
 
-from nameko.events import EventDispatcher, event_handler
+from nameko.events import EventDispatcher
+from nameko.rpc import rpc
 
+from imagepipe.catalog import FAILED
+from imagepipe.errors import PERMANENT_JOB_ERRORS, PipelineError, Unavailable
 from imagepipe.processing import process_image
-from services.dependencies import Config, Renderer, StorageRpc
+from services.dependencies import Config, JobRetries, Renderer, StorageRpc, job_handler
 from services.topology import JOB_EVENT, JOB_SOURCE, PROCESSED_EVENT
 
 log = logging.getLogger(__name__)
@@ -21,12 +26,46 @@ class ImagingService:
     config = Config()
     storage = StorageRpc()
     render = Renderer()
+    retries = JobRetries()
     dispatch = EventDispatcher()
 
-    @event_handler(JOB_SOURCE, JOB_EVENT)
+    @job_handler(JOB_SOURCE, JOB_EVENT)
     def handle_image_uploaded(self, job):
-        outcome = process_image(job, self.storage, self.render, self.config)
+        try:
+            outcome = process_image(job, self.storage, self.render, self.config)
+        except Exception as exc:
+            self._retry_or_give_up(job, exc)
+            return
         log.info("image %s %s in %.3f s (rendered: %s)", outcome["id"], outcome["status"],
                  outcome["seconds"], ",".join(outcome["rendered"]) or "-")
         if outcome["changed"]:
             self.dispatch(PROCESSED_EVENT, outcome)
+
+    @rpc
+    def dead_letters(self, limit=100):
+        return self.retries.dead_letters(limit)
+
+    @rpc
+    def replay_dead_letters(self, limit=100, image_id=None):
+        return self.retries.replay(limit, image_id)
+
+    def _retry_or_give_up(self, job, exc):
+        reason = describe_error(exc)
+        final = isinstance(exc, PERMANENT_JOB_ERRORS)
+        log.warning("image %s attempt %s failed: %s", job.get("id"), int(job.get("attempt") or 0) + 1,
+                    reason, exc_info=not isinstance(exc, PipelineError))
+        if self.retries.retry(job, reason, final=final):
+            return
+        log.error("image %s dead-lettered: %s", job.get("id"), reason)
+        try:
+            outcome = self.storage.finish(job["id"], FAILED, "processing failed: " + reason)
+        except (Unavailable, *PERMANENT_JOB_ERRORS, KeyError):
+            return  # the storage sweeper re-dispatches it once storage is back
+        self.dispatch(PROCESSED_EVENT, {"id": outcome["id"], "status": outcome["status"],
+                                        "error": outcome["error"]})
+
+
+def describe_error(exc):
+    if isinstance(exc, PipelineError):
+        return exc.message
+    return "{}: {}".format(type(exc).__name__, exc)[:500]

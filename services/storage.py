@@ -2,15 +2,22 @@
 
 Reached by AMQP RPC only.  All the work is in ``imagepipe.store``.
 """
+import logging
+
 from nameko.rpc import rpc
 
-from services.dependencies import Storage
+from services.dependencies import Config, JobDispatcher, Storage, configured_timer
+from services.topology import JOB_EVENT
+
+log = logging.getLogger(__name__)
 
 
 class StorageService:
     name = "storage"
 
+    config = Config()
     store = Storage()
+    dispatch = JobDispatcher()
 
     @rpc
     def put_original(self, data, info):
@@ -47,3 +54,15 @@ class StorageService:
     @rpc
     def ping(self):
         return "pong"
+
+    @configured_timer("SWEEP_INTERVAL", 60)
+    def redispatch_stalled(self):
+        """Heal lost jobs: re-dispatch images unfinished for STALLED_AFTER seconds.
+
+        Duplicates are harmless (processing is idempotent); touching each image
+        spaces out the re-dispatches of one that keeps stalling.
+        """
+        for image_id in self.store.stalled_image_ids(self.config.stalled_after):
+            log.warning("image %s stalled; dispatching its job again", image_id)
+            self.dispatch(JOB_EVENT, {"id": image_id})
+            self.store.touch(image_id)

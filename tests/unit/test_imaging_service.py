@@ -1,0 +1,99 @@
+"""ImagingService with its dependencies swapped by nameko's worker_factory."""
+from unittest.mock import call
+
+import pytest
+from nameko.testing.services import worker_factory
+
+from imagepipe.errors import InvalidImage, NotFound, Unavailable
+from imagepipe.images import Preset, Rendition
+from imagepipe.settings import Settings
+from services.imaging import ImagingService
+
+IMAGE_ID = "a" * 32
+SETTINGS = Settings(presets=(Preset("thumb", 256, 256),))
+
+
+def record(status="processing", attempts=1, variants=None):
+    return {"id": IMAGE_ID, "status": status, "attempts": attempts, "error": None,
+            "variants": variants or {}}
+
+
+@pytest.fixture
+def service():
+    service = worker_factory(ImagingService, config=SETTINGS)
+    service.storage.start_processing.return_value = record()
+    service.storage.get_original.return_value = b"original"
+    service.storage.finish.side_effect = lambda image_id, status, error=None: dict(
+        record(status), error=error)
+    service.render.return_value = [Rendition("thumb", b"webp", "webp", "image/webp", 10, 5)]
+    return service
+
+
+def test_job_renders_stores_and_announces(service):
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
+    service.storage.put_variant.assert_called_once_with(
+        IMAGE_ID, "thumb", b"webp",
+        {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}, False)
+    service.storage.finish.assert_called_once_with(IMAGE_ID, "done")
+    event_type, outcome = service.dispatch.call_args.args
+    assert event_type == "image_processed"
+    assert (outcome["id"], outcome["status"]) == (IMAGE_ID, "done")
+    service.retries.retry.assert_not_called()
+
+
+def test_finished_image_is_not_rendered_again(service):
+    service.storage.start_processing.return_value = record(status="done")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.render.assert_not_called()
+    service.dispatch.assert_not_called()
+
+
+def test_existing_renditions_are_skipped(service):
+    service.storage.start_processing.return_value = record(variants={"thumb": {}})
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.render.assert_not_called()
+    service.storage.finish.assert_called_once_with(IMAGE_ID, "done")
+
+
+def test_bad_image_fails_at_once_without_retry(service):
+    service.render.side_effect = InvalidImage("image data is corrupt")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.storage.finish.assert_called_once_with(IMAGE_ID, "failed", "image data is corrupt")
+    service.retries.retry.assert_not_called()
+    assert service.dispatch.call_args.args[1]["status"] == "failed"
+
+
+def test_transient_error_is_retried(service):
+    service.storage.get_original.side_effect = Unavailable("storage did not answer")
+    service.retries.retry.return_value = True
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.retries.retry.assert_called_once_with(
+        {"id": IMAGE_ID}, "storage did not answer", final=False)
+    service.storage.finish.assert_not_called()
+
+
+def test_exhausted_retries_mark_the_image_failed(service):
+    service.render.side_effect = RuntimeError("boom")
+    service.retries.retry.return_value = False
+    service.handle_image_uploaded({"id": IMAGE_ID, "attempt": 3})
+    assert service.storage.finish.call_args == call(
+        IMAGE_ID, "failed", "processing failed: RuntimeError: boom")
+    assert service.dispatch.call_args.args[1]["status"] == "failed"
+
+
+def test_job_for_unknown_image_is_dead_lettered_at_once(service):
+    service.storage.start_processing.side_effect = NotFound("no image")
+    service.retries.retry.return_value = False
+    service.storage.finish.side_effect = NotFound("no image")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.retries.retry.assert_called_once_with({"id": IMAGE_ID}, "no image", final=True)
+    service.dispatch.assert_not_called()
+
+
+def test_crash_looping_job_gives_up(service):
+    service.storage.start_processing.return_value = record(attempts=SETTINGS.job_max_attempts + 1)
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.render.assert_not_called()
+    status, reason = service.storage.finish.call_args.args[1:]
+    assert status == "failed" and "gave up" in reason
