@@ -215,7 +215,10 @@ def render(data, presets, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
         return []
     image = _open(data, formats)
     with image:
-        _inspect(image, formats, max_pixels)
+        info = _inspect(image, formats, max_pixels)
+        if info.frames > 1:
+            _check_later_frames(image)
+    with _open(data, formats) as image:  # fresh: seeking back is unreliable (APNG)
         base = _decode(image, max(max(p.width, p.height) for p in presets))
     renditions = {}
     source = base
@@ -229,7 +232,6 @@ def render(data, presets, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
 
 def _decode(image, largest_box):
     try:
-        _check_later_frames(image)
         if image.format in ("JPEG", "MPO"):
             # DCT scaling: decode at 1/2, 1/4 or 1/8 size when that still
             # covers the largest box in both directions (rotation included).
@@ -249,12 +251,14 @@ def _check_later_frames(image):
     # Renditions use the first frame, but a file whose later frames are
     # corrupt or oversized is still a bad file; the pixel limit (frames
     # counted) bounds the cost of decoding them all.
-    frames = getattr(image, "n_frames", 1) or 1
-    if frames > 1:
-        for frame in range(1, frames):
+    try:
+        for frame in range(1, image.n_frames):
             image.seek(frame)
             image.load()
-        image.seek(0)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels("an animation frame is a decompression bomb ({})".format(exc)) from None
+    except DECODE_ERRORS as exc:
+        raise InvalidImage("animation frame {} is corrupt: {}".format(frame, _short(exc))) from None
 
 
 def _exif_transpose(image):
@@ -297,14 +301,11 @@ _LAB_TO_SRGB = ImageCms.buildTransform(
 
 
 def _to_8bit(image):
-    # 16-bit samples scale down by 256; a plain convert("L") would clip them.
-    wide = image.convert("I") if image.mode != "F" else image
-    scale = 1 / 256 if image.mode != "F" and _max_value(wide) > 255 else 1
-    return wide.point(lambda value: value * scale).convert("L")
-
-
-def _max_value(image):
-    return image.getextrema()[1]
+    # Keep the values' meaning: 16-bit 65535 is 8-bit 255.  A plain
+    # convert("L") would clip everything above 255 to white.
+    if image.mode == "F":
+        return image.convert("L")
+    return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
 
 
 def _to_srgb(image, icc_profile):
