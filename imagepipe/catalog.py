@@ -137,19 +137,27 @@ class Catalog:
             rows = conn.execute(query.limit(limit)).mappings().all()
         return [self.get_image(row["id"]) for row in rows]
 
-    def start_processing(self, image_id):
+    def start_processing(self, image_id, retry_failed=False):
         """Claim the image for a processing attempt and count the attempt.
 
         Counting here, not in the message, also catches attempts that crashed
-        the worker and were redelivered by the broker.
+        the worker and were redelivered by the broker.  ``retry_failed`` (an
+        operator's explicit reprocess or dead-letter replay) also restarts a
+        failed image, with a fresh attempt count.
         """
+        now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(
                 images.update()
                 .where(images.c.id == image_id, images.c.status.in_(UNFINISHED))
-                .values(status=PROCESSING, attempts=images.c.attempts + 1,
-                        updated_at=self.clock())
+                .values(status=PROCESSING, attempts=images.c.attempts + 1, updated_at=now)
             )
+            if retry_failed:
+                conn.execute(
+                    images.update()
+                    .where(images.c.id == image_id, images.c.status == FAILED)
+                    .values(status=PROCESSING, attempts=1, error=None, updated_at=now)
+                )
         return self.get_image(image_id)
 
     def finish(self, image_id, status, error=None):

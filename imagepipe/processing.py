@@ -28,11 +28,13 @@ def process_image(job, storage, render, settings):
     """
     started = time.monotonic()
     image_id = check_image_id(job.get("id"))
+    # an operator's request: render every preset again, and retry a failed image
     reprocess = bool(job.get("reprocess"))
 
-    record = storage.start_processing(image_id)
+    record = storage.start_processing(image_id, reprocess)
     if record["status"] in (DONE, FAILED) and not reprocess:
         return _outcome(record, changed=False, started=started)
+    was_unfinished = record["status"] not in (DONE, FAILED)
 
     if record["attempts"] > settings.job_max_attempts:
         record = storage.finish(image_id, FAILED, (
@@ -59,7 +61,6 @@ def process_image(job, storage, render, settings):
                 "height": rendition.height,
             }, reprocess)
 
-    was_unfinished = record["status"] not in (DONE, FAILED)
     record = storage.finish(image_id, DONE)
     return _outcome(record, changed=was_unfinished or reprocess, started=started,
                     rendered=[preset.name for preset in wanted])

@@ -48,8 +48,8 @@ class ImageStore:
     def list_images(self, limit=20, before=None):
         return self.catalog.list_images(limit=max(1, min(int(limit), 100)), before=before)
 
-    def start_processing(self, image_id):
-        return self.catalog.start_processing(check_image_id(image_id))
+    def start_processing(self, image_id, retry_failed=False):
+        return self.catalog.start_processing(check_image_id(image_id), retry_failed)
 
     def finish(self, image_id, status, error=None):
         return self.catalog.finish(check_image_id(image_id), status, error)

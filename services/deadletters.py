@@ -2,8 +2,9 @@
 
 ``peek`` reads without acknowledging (closing the channel hands every message
 back to the queue); ``replay`` re-dispatches jobs as fresh ``image_uploaded``
-events with their attempt count reset, acknowledging each one only after the
-broker has confirmed the new event.
+events with their attempt count reset and ``reprocess`` set (so an image
+marked failed when it was dead-lettered is tried again), acknowledging each
+one only after the broker has confirmed the new event.
 """
 from kombu import Connection, Producer
 from nameko.constants import PERSISTENT
@@ -36,6 +37,7 @@ def replay(amqp_uri, config, limit=100, image_id=None):
                 if image_id is not None and job.get("id") != image_id:
                     continue  # left unacknowledged: back in the queue on close
                 job.pop("attempt", None)
+                job["reprocess"] = True  # an explicit retry also restarts a failed image
                 producer.publish(
                     job, routing_key=topology.JOB_EVENT, delivery_mode=PERSISTENT,
                     serializer="json", declare=[topology.job_queue(config)])

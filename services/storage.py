@@ -40,8 +40,8 @@ class StorageService:
         return self.store.get_variant(image_id, preset)
 
     @rpc
-    def start_processing(self, image_id):
-        return self.store.start_processing(image_id)
+    def start_processing(self, image_id, retry_failed=False):
+        return self.store.start_processing(image_id, retry_failed)
 
     @rpc
     def put_variant(self, image_id, preset, data, meta, replace=False):

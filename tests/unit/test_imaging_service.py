@@ -31,6 +31,7 @@ def service():
 
 def test_job_renders_stores_and_announces(service):
     service.handle_image_uploaded({"id": IMAGE_ID})
+    service.storage.start_processing.assert_called_once_with(IMAGE_ID, False)
     service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
     service.storage.put_variant.assert_called_once_with(
         IMAGE_ID, "thumb", b"webp",

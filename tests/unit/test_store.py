@@ -136,3 +136,12 @@ def test_list_images_newest_first(tmp_path):
         catalog.add_image(letter * 32, letter * 64, INFO, 1)
     assert [record["id"][0] for record in catalog.list_images(limit=2)] == ["c", "b"]
     assert [record["id"][0] for record in catalog.list_images(before=1002.0)] == ["a"]
+
+
+def test_operator_retry_restarts_a_failed_image_only_when_asked(store):
+    image_id = store.put_original(b"v", INFO)[0]["id"]
+    store.start_processing(image_id)
+    store.finish(image_id, "failed", "storage gave up")
+    assert store.start_processing(image_id)["status"] == "failed"
+    record = store.start_processing(image_id, retry_failed=True)
+    assert (record["status"], record["error"], record["attempts"]) == ("processing", None, 1)
