@@ -61,6 +61,10 @@ class JsonWebServer(WebServer):
 class HttpEntrypoint(HttpRequestHandler):
     server = JsonWebServer()
 
+    def __init__(self, method, url, expected_exceptions=(PipelineError,), **kwargs):
+        # expected: logged by nameko as a warning, not an error with a traceback
+        super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+
     def response_from_exception(self, exc):
         if isinstance(exc, PipelineError):
             headers = {"Retry-After": RETRY_AFTER_SECONDS} if isinstance(exc, Unavailable) else None

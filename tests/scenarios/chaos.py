@@ -1,0 +1,312 @@
+"""Chaos scenario: no accepted upload is lost, none is processed twice.
+
+Starts storage, gateway and several imaging processes (`nameko run`, one OS
+process each) against the real RabbitMQ in a scratch vhost, uploads images
+over HTTP from 8 clients, and meanwhile SIGKILLs imaging processes at random
+(restarting them), kills and restarts storage, and restarts RabbitMQ.  Then it
+checks that every upload answered 202 ended `done` (or `failed`, for the
+deliberately corrupt ones), that every rendition was written once, that no
+queue holds an unacknowledged or stranded job, and that no blob is orphaned.
+
+    .venv/bin/python -m tests.scenarios.chaos --uploads 300 --imaging-kills 5 \\
+        --storage-restarts 1 --broker-restarts 1
+
+Needs a local RabbitMQ (it restarts it with rabbitmqctl) with the management
+plugin.  Exit status 0 when every check passes; prints a table and, with
+--json, a machine-readable summary.
+"""
+import argparse
+import io
+import json
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from PIL import Image, ImageDraw, ImageFilter
+
+from tests.scenarios.cluster import (
+    ScratchVhost, ServiceProcess, free_port, rabbitmq_restart, service_env,
+    wait_for_http, wait_for_management,
+)
+
+CLIENTS = 8
+
+
+def photo_like_jpeg(rng, width, height):
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.randrange(width), rng.randrange(height)
+        radius = rng.randrange(20, max(21, width // 4))
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius),
+                     fill=tuple(rng.randrange(256) for _ in range(3)))
+    image = image.filter(ImageFilter.GaussianBlur(2))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=rng.randrange(80, 95))
+    return out.getvalue()
+
+
+def make_uploads(count, corrupt_every, seed):
+    """(bytes, expected final status) pairs; some are truncated after the header."""
+    rng = random.Random(seed)
+    uploads = []
+    for index in range(count):
+        data = photo_like_jpeg(rng, rng.randrange(900, 2400), rng.randrange(700, 1800))
+        if corrupt_every and index % corrupt_every == corrupt_every - 1:
+            uploads.append((data[: len(data) // 3], "failed"))
+        else:
+            uploads.append((data, "done"))
+    return uploads
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {"client_retries": 0, "imaging_kills": 0, "storage_restarts": 0,
+                       "broker_restarts": 0}
+        self.events = []
+
+    def bump(self, key, note=None):
+        with self.lock:
+            self.counts[key] += 1
+            if note:
+                self.events.append((round(time.monotonic(), 1), note))
+
+
+def upload_until_accepted(base_url, data, stats, give_up_after=180):
+    """A well-behaved client: retries 503 (after Retry-After) and connection errors."""
+    deadline = time.monotonic() + give_up_after
+    while time.monotonic() < deadline:
+        try:
+            response = requests.post(base_url + "/upload", files={"image": ("p.jpg", data)},
+                                     timeout=30)
+        except requests.RequestException:
+            stats.bump("client_retries")
+            time.sleep(1)
+            continue
+        if response.status_code == 202:
+            return response.json()["id"]
+        if response.status_code in (502, 503, 504):
+            stats.bump("client_retries")
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+            continue
+        raise AssertionError("upload answered {}: {}".format(response.status_code, response.text))
+    raise AssertionError("upload not accepted within {} s".format(give_up_after))
+
+
+def chaos_schedule(args, rng):
+    actions = (["kill_imaging"] * args.imaging_kills + ["restart_storage"] * args.storage_restarts
+               + ["restart_broker"] * args.broker_restarts)
+    rng.shuffle(actions)
+    # spread over the busy period, leaving a gap for recovery between actions
+    step = args.duration / (len(actions) + 1) if actions else 0
+    return [(step * (index + 1) + rng.uniform(-step / 4, step / 4), action)
+            for index, action in enumerate(actions)]
+
+
+def run_chaos(schedule, cluster, stats, rng, started):
+    for at, action in schedule:
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        if action == "kill_imaging":
+            victim = rng.choice(cluster["imaging"])
+            victim.kill()
+            stats.bump("imaging_kills", "SIGKILL " + victim.label)
+            time.sleep(1)
+            victim.start()
+        elif action == "restart_storage":
+            cluster["storage"].kill()
+            stats.bump("storage_restarts", "SIGKILL storage")
+            time.sleep(2)
+            cluster["storage"].start()
+        elif action == "restart_broker":
+            stats.bump("broker_restarts", "restart RabbitMQ")
+            rabbitmq_restart(down_seconds=3)
+
+
+def wait_until_finished(base_url, ids, timeout):
+    pending = set(ids)
+    final = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for image_id in list(pending):
+            try:
+                body = requests.get("{}/images/{}".format(base_url, image_id), timeout=10).json()
+            except (requests.RequestException, ValueError):
+                continue
+            if body.get("status") in ("done", "failed"):
+                final[image_id] = body
+                pending.discard(image_id)
+        if pending:
+            time.sleep(0.5)
+    return final, pending
+
+
+def storage_audit(storage_root):
+    """Rendition write counts and orphaned or half-written blobs, from the disk."""
+    root = Path(storage_root)
+    with sqlite3.connect(str(root / "catalog.sqlite3")) as db:
+        writes = db.execute("SELECT image_id, preset, writes FROM variants").fetchall()
+        known_images = {row[0] for row in db.execute("SELECT id FROM images")}
+    known_variants = {(image_id, preset) for image_id, preset, _ in writes}
+    temporary = [str(path) for path in root.rglob(".tmp-*")]
+    orphans = [str(path) for path in (root / "variants").rglob("*")
+               if path.is_file() and (path.parent.name, path.name) not in known_variants]
+    orphans += [str(path) for path in (root / "originals").rglob("*")
+                if path.is_file() and path.name not in known_images]
+    duplicated = [(image_id, preset, count) for image_id, preset, count in writes if count != 1]
+    return {"renditions": len(writes), "duplicated": duplicated,
+            "orphans": orphans, "temporary_files": temporary}
+
+
+def queue_audit(vhost, settle_seconds=15):
+    """Queues still holding messages (ready or unacknowledged), ignoring RPC replies.
+
+    The management API samples queue lengths every few seconds, so a
+    non-empty answer is re-read until it settles.
+    """
+    wait_for_management()
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        leftovers = {}
+        for queue in vhost.queues():
+            if queue["name"].startswith("rpc.reply"):
+                continue
+            held = queue.get("messages", 0) + queue.get("messages_unacknowledged", 0)
+            if held:
+                leftovers[queue["name"]] = held
+        if not leftovers or time.monotonic() > deadline:
+            return leftovers
+        time.sleep(1)
+
+
+def run(args):
+    rng = random.Random(args.seed)
+    uploads = make_uploads(args.uploads, args.corrupt_every, args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    storage_root = workdir / "storage"
+    stats = Stats()
+    with ScratchVhost("chaos") as vhost:
+        port = free_port()
+        base_url = "http://127.0.0.1:{}".format(port)
+        env = service_env(vhost.amqp_uri, storage_root, port, RPC_TIMEOUT=5, STALLED_AFTER=30,
+                          SWEEP_INTERVAL=5, JOB_RETRY_DELAYS="1,2,5", JOB_MAX_ATTEMPTS=10)
+        imaging_env = dict(env, MAX_WORKERS="2")
+        cluster = {
+            "storage": ServiceProcess("services.storage", env, workdir),
+            "gateway": ServiceProcess("services.gateway", env, workdir),
+            "imaging": [ServiceProcess("services.imaging", imaging_env, workdir, "imaging-{}".format(i))
+                        for i in range(args.imaging)],
+        }
+        everything = [cluster["storage"], cluster["gateway"], *cluster["imaging"]]
+        try:
+            for process in everything:
+                process.start()
+            wait_for_http(base_url + "/health")
+            time.sleep(1)  # let imaging bind its queues
+
+            started = time.monotonic()
+            chaos = threading.Thread(target=run_chaos, daemon=True, args=(
+                chaos_schedule(args, rng), cluster, stats, rng, started))
+            chaos.start()
+            pause = args.duration / max(1, len(uploads)) * CLIENTS
+
+            def client(item):
+                index, (data, expected) = item
+                time.sleep(pause * (index // CLIENTS) - (time.monotonic() - started) if index >= CLIENTS else 0)
+                return upload_until_accepted(base_url, data, stats), expected
+
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                accepted = list(pool.map(client, enumerate(uploads)))
+            uploads_done = time.monotonic()
+            chaos.join()
+            final, pending = wait_until_finished(base_url, [image_id for image_id, _ in accepted],
+                                                 args.drain_timeout)
+            drained = time.monotonic()
+            leftovers = queue_audit(vhost)
+            shutdown = {process.label: round(process.terminate(), 2) for process in everything}
+        finally:
+            for process in everything:
+                process.kill()
+        audit = storage_audit(storage_root)
+
+    expected_by_id = {}
+    for image_id, expected in accepted:
+        expected_by_id.setdefault(image_id, expected)
+    wrong = {image_id: final[image_id]["status"] for image_id, expected in expected_by_id.items()
+             if image_id in final and final[image_id]["status"] != expected}
+    summary = {
+        "uploads_accepted": len(accepted),
+        "distinct_images": len(expected_by_id),
+        "expected_failed": sum(1 for e in expected_by_id.values() if e == "failed"),
+        **stats.counts,
+        "lost": len(pending),
+        "wrong_status": len(wrong),
+        "duplicated_renditions": len(audit["duplicated"]),
+        "renditions": audit["renditions"],
+        "orphaned_blobs": len(audit["orphans"]),
+        "temporary_files": len(audit["temporary_files"]),
+        "queues_not_empty": leftovers,
+        "seconds_uploading": round(uploads_done - started, 1),
+        "seconds_to_drain": round(drained - uploads_done, 1),
+        "max_shutdown_seconds": max(shutdown.values()),
+        "shutdown_seconds": shutdown,
+        "logs": str(workdir),
+    }
+    ok = (not pending and not wrong and not audit["duplicated"] and not audit["orphans"]
+          and not audit["temporary_files"] and not leftovers
+          and summary["max_shutdown_seconds"] <= 10)
+    summary["ok"] = ok
+    if wrong:
+        summary["wrong_examples"] = {k: final[k].get("error") for k in list(wrong)[:5]}
+    if pending:
+        summary["lost_examples"] = sorted(pending)[:5]
+    return summary
+
+
+def print_table(summary):
+    rows = [(key, summary[key]) for key in (
+        "uploads_accepted", "distinct_images", "expected_failed", "imaging_kills",
+        "storage_restarts", "broker_restarts", "client_retries", "lost", "wrong_status",
+        "duplicated_renditions", "orphaned_blobs", "temporary_files", "queues_not_empty",
+        "seconds_uploading", "seconds_to_drain", "max_shutdown_seconds", "ok")]
+    width = max(len(key) for key, _ in rows)
+    print("| {} | value |".format("measure".ljust(width)))
+    print("| {} | ----- |".format("-" * width))
+    for key, value in rows:
+        print("| {} | {} |".format(key.ljust(width), value))
+    print("logs:", summary["logs"])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=300)
+    parser.add_argument("--imaging", type=int, default=3, help="imaging processes")
+    parser.add_argument("--imaging-kills", type=int, default=5)
+    parser.add_argument("--storage-restarts", type=int, default=1)
+    parser.add_argument("--broker-restarts", type=int, default=1)
+    parser.add_argument("--corrupt-every", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds over which uploads and chaos are spread")
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    summary = run(args)
+    print_table(summary)
+    if args.json:
+        print(json.dumps(summary))
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
