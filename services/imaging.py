@@ -42,6 +42,10 @@ class ImagingService:
             self.dispatch(PROCESSED_EVENT, outcome)
 
     @rpc
+    def ping(self):
+        return "pong"
+
+    @rpc
     def dead_letters(self, limit=100):
         return self.retries.dead_letters(limit)
 
