@@ -61,7 +61,7 @@ class GatewayService:
         response.set_etag(etag)
         return response.make_conditional(request)
 
-    @http("GET", "/health")
+    @http("GET", "/health", public=True)
     def health(self, request):
         try:
             with kombu.Connection(self.config.amqp_uri, connect_timeout=3) as conn:

@@ -5,6 +5,7 @@ become status codes.  The web server is subclassed too, because routing
 errors (unknown path, wrong method) are raised before any entrypoint runs and
 werkzeug would otherwise answer them with HTML.
 """
+import hmac
 import json
 import logging
 
@@ -15,7 +16,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from imagepipe.api import error_body
-from imagepipe.errors import PipelineError, Unavailable
+from imagepipe.errors import PipelineError, Unauthorized, Unavailable
+from imagepipe.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,37 @@ class JsonWebServer(WebServer):
 
 
 class HttpEntrypoint(HttpRequestHandler):
+    """nameko's @http, answering JSON errors and checking API keys.
+
+    With ``API_KEYS`` configured, every request needs
+    ``Authorization: Bearer <one of them>`` unless the route is ``public``.
+    """
+
     server = JsonWebServer()
 
-    def __init__(self, method, url, expected_exceptions=(PipelineError,), **kwargs):
+    def __init__(self, method, url, public=False, expected_exceptions=(PipelineError,), **kwargs):
         # expected: logged by nameko as a warning, not an error with a traceback
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+        self.public = public
+
+    def setup(self):
+        self.api_keys = [key.encode() for key in Settings.from_config(self.container.config).api_keys]
+        super().setup()
+
+    def handle_request(self, request):
+        if self.api_keys and not self.public and not self._authorized(request):
+            return error_response(
+                Unauthorized.code, "send Authorization: Bearer <API key>", Unauthorized.http_status,
+                {"WWW-Authenticate": "Bearer"})
+        return super().handle_request(request)
+
+    def _authorized(self, request):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        presented = token.strip().encode()
+        # compare with every key, in constant time, so timing reveals nothing
+        return any([hmac.compare_digest(presented, key) for key in self.api_keys])
 
     def response_from_exception(self, exc):
         if isinstance(exc, PipelineError):

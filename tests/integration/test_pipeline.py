@@ -200,3 +200,26 @@ def test_storage_down_means_503_with_retry_after(runner_factory, pipeline_config
     assert response.json()["error"] == "service_unavailable"
     assert response.headers["Retry-After"]
     assert response.elapsed.total_seconds() < 5
+
+
+def test_api_keys_when_configured(runner_factory, pipeline_config, web):
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+
+    pipeline_config["API_KEYS"] = "first-key, second-key"
+    runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+    runner.start()
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic first-key"}):
+        response = upload(web, make_jpeg(64, 64), headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert web.get("/images/" + "0" * 32).status_code == 401
+    assert web.get("/health").status_code == 200  # for load balancers and probes
+
+    response = upload(web, make_jpeg(64, 64), headers={"Authorization": "Bearer second-key"})
+    assert response.status_code == 202
+    status = web.get(response.headers["Location"], headers={"Authorization": "Bearer first-key"})
+    assert status.status_code == 200
