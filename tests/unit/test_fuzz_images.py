@@ -1,0 +1,90 @@
+"""Property tests: whatever the bytes, sniffing and rendering fail cleanly.
+
+Inputs are random bytes and mutations (bit flips, truncations, spliced
+headers) of small real images of every allowed format.  The only acceptable
+failures are the three documented rejections; anything else would be a 500
+at the gateway or a crashed job in imaging.
+"""
+import io
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from imagepipe import images
+from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
+
+REJECTIONS = (InvalidImage, TooManyPixels, UnsupportedFormat)
+PRESETS = [images.Preset("thumb", 64, 64), images.Preset("cover", 40, 20, fit="cover", format="jpeg")]
+
+
+def seed_images():
+    seeds = []
+    for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("GIF", "P"), ("WEBP", "RGB"),
+                      ("TIFF", "RGB"), ("BMP", "RGB"), ("AVIF", "RGB"), ("PNG", "I;16")):
+        image = Image.linear_gradient("L").resize((48, 32)).convert(mode)
+        out = io.BytesIO()
+        image.save(out, fmt)
+        seeds.append(out.getvalue())
+    return seeds
+
+
+SEEDS = seed_images()
+
+
+@st.composite
+def mutated_images(draw):
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(0, 8))):
+        position = draw(st.integers(0, len(data) - 1))
+        data[position] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    if draw(st.booleans()):
+        data += draw(st.binary(max_size=64))
+    return bytes(data)
+
+
+def check(data):
+    try:
+        info = images.probe(data)
+    except REJECTIONS:
+        return
+    assert info.width > 0 and info.height > 0 and info.frames >= 1
+    try:
+        renditions = images.render(data, PRESETS)
+    except REJECTIONS:
+        return
+    for rendition in renditions:
+        decoded = Image.open(io.BytesIO(rendition.data))
+        decoded.load()
+        assert decoded.size == (rendition.width, rendition.height)
+
+
+FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(mutated_images())
+def test_mutated_images_fail_cleanly(data):
+    check(data)
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_random_bytes_fail_cleanly(data):
+    check(data)
+
+
+@FUZZ
+@given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"II*\x00", b"BM",
+                        b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"\x00\x00\x00\x1cftypavif"]),
+       st.binary(max_size=256))
+def test_valid_magic_with_garbage_fails_cleanly(magic, rest):
+    check(magic + rest)
+
+
+@pytest.mark.parametrize("data", SEEDS)
+def test_seeds_themselves_render(data):
+    assert len(images.render(data, PRESETS)) == 2
