@@ -1,60 +1,98 @@
-"""Image sniffing and rendering with Pillow.
+"""Identify uploaded images and render preset renditions with Pillow.
 
-``probe`` runs on the upload path: it reads the header only (format,
-dimensions, frames) and enforces the format allowlist and the pixel limit.
-``render`` runs in an imaging worker thread: it decodes once, at the smallest
-JPEG scale that still covers the largest preset, and derives every rendition
-from the largest down.
+``probe`` runs on the HTTP request path and only parses headers; ``render``
+runs in ``eventlet.tpool`` threads.  Nothing here touches nameko or eventlet,
+and no function mutates global state, so both are safe to call concurrently.
 
-Only the decoders in ``formats`` are ever used (``Image.open(formats=...)``),
-whatever the file name or Content-Type claimed: an EPS file named ``.jpg``
-never reaches Ghostscript.  Module-level set-up only; nothing here mutates
-global state per call, because ``render`` runs in several threads at once.
+Decisions worth knowing:
+
+* MPO (multi-picture JPEG from cameras and phones) is reported as format
+  "JPEG", ``image/jpeg``: it is a valid JPEG whose primary picture every
+  viewer shows.  Its ``frames`` is the number of pictures in the MP index.
+* ``frames`` is the header-level count for PNG (APNG), WebP, AVIF and MPO.
+  GIF and TIFF have no count field, so the block/IFD chain is walked without
+  decoding pixels, and at most one frame past ``_MAX_FRAMES``; every other
+  format counts as one frame.
+* Limits: width * height * frames must not exceed ``max_pixels``, and there
+  may be at most ``_MAX_FRAMES`` frames (both answer 413, TooManyPixels).
+  Pillow's own bomb check still applies on top (whichever is lower wins).
+* EXIF orientation is read from the header, in ``probe`` and ``render``
+  alike, so both report the same dimensions (a PNG eXIf chunk stored after
+  the pixel data is therefore ignored).
+* Renditions show the first frame, but ``render`` also decodes every later
+  frame once and rejects the file if one is corrupt or a bomb: the original
+  is stored and served as uploaded, so all of it must be sound.
+* 16-bit samples are scaled by 255/65535 (full-scale white stays white);
+  float images are taken to be normalised to 0.0-1.0.
+* An embedded ICC profile that lcms cannot use is ignored rather than
+  failing the image.
 """
 import io
+import re
 import struct
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from PIL import Image, ImageCms, ImageFile, ImageOps
+from PIL import Image, ImageCms
 
 from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
-from imagepipe.ids import RESERVED_NAMES, is_valid_preset_name
-
-# A decompression-bomb warning is a rejection, not a log line.
-warnings.simplefilter("error", Image.DecompressionBombWarning)
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
 OUTPUT_FORMATS = ("webp", "jpeg", "png", "avif")
-FIT_MODES = ("contain", "cover")
-MAX_BOX = 10000
 
-_MIME_TYPES = {
-    "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
-    "WEBP": "image/webp", "TIFF": "image/tiff", "BMP": "image/bmp",
-    "AVIF": "image/avif",
+# Register every plugin now, so worker threads never race on lazy plugin imports.
+Image.init()
+# Pillow only warns between MAX_IMAGE_PIXELS and twice that; we want a 413 there.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+_OUTPUT_MIME = {
+    "webp": "image/webp",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "avif": "image/avif",
 }
-_OUTPUT_MIME_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg",
-                      "png": "image/png", "avif": "image/avif"}
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_RESERVED_NAMES = ("original", "events")  # path segments the storage API uses
+_FITS = ("contain", "cover")
+_MAX_SIDE = 10_000
+_PRESET_KEYS = ("width", "height", "fit", "format", "quality")
 
-# Corrupt files make Pillow raise far more than OSError.
-DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, struct.error,
-                 EOFError, IndexError, KeyError, ZeroDivisionError,
-                 AttributeError, RuntimeError, MemoryError, OverflowError)
-
-# Magic numbers, to name what a rejected file is (and to tell a corrupt file
-# of an allowed format from a file of another format).
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"),
-    (b"MM\x00+", "TIFF"), (b"BM", "BMP"), (b"8BPS", "PSD"), (b"%PDF", "PDF"),
-    (b"%!PS", "PostScript"), (b"\xc5\xd0\xd3\xc6", "EPS"),
-    (b"\xd0\xcf\x11\xe0", "OLE document"), (b"qoif", "QOI"),
-    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"\x00\x00\x01\x00", "ICO"), (b"icns", "ICNS"), (b"DDS ", "DDS"),
-    (b"BLP", "BLP"), (b"\x01\xda", "SGI"), (b"PK\x03\x04", "ZIP archive"),
+# What Pillow's parsers and decoders raise on damaged or hostile input
+# (UnidentifiedImageError is an OSError).  MemoryError is left to propagate:
+# the render worker that hit its memory limit is replaced, and the image is
+# rejected as too large (imagepipe.renderpool).
+_DECODE_ERRORS = (
+    OSError, ValueError, TypeError, SyntaxError, struct.error, EOFError,
+    IndexError, KeyError, ArithmeticError,
+    RuntimeError,  # libavif and libwebp bindings report bad streams this way
+    ImageCms.PyCMSError,
 )
+_BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_ICC_ERRORS = (ImageCms.PyCMSError, OSError, ValueError, TypeError)
+
+# Plugins that know their frame count without decoding pixels.
+_COUNTED_FRAMES = frozenset({"GIF", "PNG", "WEBP", "TIFF", "AVIF", "MPO"})
+# Without a cap, a 25 MB GIF of 1x1 frames (a million of them, 1 MP in all)
+# costs 5 s to count on the request path and minutes to validate in render.
+_MAX_FRAMES = 1000
+
+# Same table as ImageOps.exif_transpose.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ORIENTATION_TAG = 0x0112
+
+# Thumbnails are built by integer box reduction down to 3x the target, then
+# Lanczos: visually the same as pure Lanczos and several times faster.
+_REDUCING_GAP = 3.0
 
 
 @dataclass(frozen=True)
@@ -66,44 +104,67 @@ class Preset:
     format: str = "webp"
     quality: int = 80
 
+    def __post_init__(self):
+        _check_name(self.name)
+        for field, upper in (("width", _MAX_SIDE), ("height", _MAX_SIDE), ("quality", 100)):
+            _check_int(self.name, field, getattr(self, field), upper)
+        _check_choice(self.name, "fit", self.fit, _FITS)
+        _check_choice(self.name, "format", self.format, OUTPUT_FORMATS)
+
     @classmethod
     def from_config(cls, name, mapping):
-        if not is_valid_preset_name(name):
+        if not isinstance(mapping, Mapping):
+            raise ValueError(f"preset {name!r}: expected a mapping, got {type(mapping).__name__}")
+        unknown = sorted(str(key) for key in mapping if key not in _PRESET_KEYS)
+        if unknown:
             raise ValueError(
-                "preset name {!r} must match [a-z0-9][a-z0-9_-]{{0,31}} and not be one of {}"
-                .format(name, ", ".join(sorted(RESERVED_NAMES))))
-        mapping = dict(mapping or {})
-        preset = cls(
-            name=name,
-            width=_int_setting(name, "width", mapping.get("width"), 1, MAX_BOX),
-            height=_int_setting(name, "height", mapping.get("height"), 1, MAX_BOX),
-            fit=str(mapping.get("fit", "contain")).lower(),
-            format=str(mapping.get("format", "webp")).lower(),
-            quality=_int_setting(name, "quality", mapping.get("quality", 80), 1, 100),
-        )
-        if preset.fit not in FIT_MODES:
-            raise ValueError("preset {}: fit must be one of {}".format(name, FIT_MODES))
-        if preset.format not in OUTPUT_FORMATS:
-            raise ValueError("preset {}: format must be one of {}".format(name, OUTPUT_FORMATS))
-        return preset
+                f"preset {name!r}: unknown keys {', '.join(unknown)}; "
+                f"expected {', '.join(_PRESET_KEYS)}"
+            )
+        missing = [key for key in ("width", "height") if key not in mapping]
+        if missing:
+            raise ValueError(f"preset {name!r}: missing {' and '.join(missing)}")
+        options = dict(mapping)
+        for key in ("fit", "format"):
+            if isinstance(options.get(key), str):
+                options[key] = options[key].strip().lower()
+        return cls(name=name, **options)
 
     @property
     def mime_type(self):
-        return _OUTPUT_MIME_TYPES[self.format]
+        return _OUTPUT_MIME[self.format]
 
 
-def _int_setting(preset, key, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError("preset {}: {} must be a whole number from {} to {}, not {!r}"
-                         .format(preset, key, low, high, value))
-    return value
+def _check_name(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"preset name {name!r} is invalid: use 1-32 characters a-z, 0-9, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if name in _RESERVED_NAMES:
+        raise ValueError(f"preset name {name!r} is reserved")
+
+
+def _check_int(preset, field, value, upper):
+    # bool is an int subclass; "width: yes" in YAML must not become 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
+        raise ValueError(
+            f"preset {preset!r}: {field} must be an integer from 1 to {upper}, got {value!r}"
+        )
+
+
+def _check_choice(preset, field, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"preset {preset!r}: {field} must be one of {', '.join(choices)}, got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
 class ImageInfo:
     format: str
     mime_type: str
-    width: int   # as displayed: after EXIF orientation
+    width: int   # as displayed, after EXIF orientation
     height: int
     frames: int
 
@@ -118,274 +179,353 @@ class Rendition:
     height: int
 
 
-# -- sniffing ---------------------------------------------------------------
-
 def probe(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
-    """Header-only facts about an upload; raises if it must be rejected."""
-    image = _open(data, formats)
-    with image:
-        return _inspect(image, formats, max_pixels)
+    """Identify and validate ``data`` from its headers, never decoding pixels."""
+    allowed = _allowed(formats)
+    with _open(data, allowed, max_pixels) as im:
+        return _inspect(im, allowed, max_pixels)[0]
 
 
-def _open(data, formats):
+def render(data, presets, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
+    """Decode ``data`` once and return one Rendition per preset, in order."""
+    presets = tuple(presets)
+    if not presets:
+        return []
+    allowed = _allowed(formats)
+    max_box = max(max(preset.width, preset.height) for preset in presets)
+    info, image, to_srgb = _decode(data, allowed, max_pixels, max_box)
+    if info.frames > 1:
+        _check_later_frames(data, allowed, max_pixels, info.frames)
+    full = _Pixels(image, (0, 0, info.width, info.height), to_srgb is None)
+    plans = [_plan((info.width, info.height), preset) for preset in presets]
+    results = [None] * len(presets)
+    previous = full
+    for index in sorted(range(len(presets)), key=lambda i: -_area(plans[i][0])):
+        size, region = plans[index]
+        base = previous if _covers(previous, size, region) else full
+        pixels = _resize(base, size, region)
+        if not base.srgb:
+            # Colour-converting the few output pixels costs a fraction of
+            # converting the decoded image (~90 ms for 3 MP).
+            pixels = _to_srgb(pixels, to_srgb)
+        previous = _Pixels(pixels, region, True)
+        results[index] = _encode(pixels, presets[index])
+    return results
+
+
+# -- opening and validation -------------------------------------------------
+
+def _allowed(formats):
+    allowed = tuple(dict.fromkeys(str(name).upper() for name in formats))
+    unknown = [name for name in allowed if name not in Image.OPEN]
+    if unknown:
+        raise ValueError(f"unknown image formats: {', '.join(unknown)}")
+    return allowed
+
+
+def _open(data, allowed, max_pixels):
     if not data:
-        raise UnsupportedFormat("the file is empty")
+        raise UnsupportedFormat(f"the upload is empty; allowed: {', '.join(allowed)}")
     try:
-        return Image.open(io.BytesIO(data), formats=list(formats))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels("the image declares too many pixels ({})".format(exc)) from None
-    except Image.UnidentifiedImageError:
-        raise _unidentified(data, formats) from None
-    except DECODE_ERRORS as exc:
-        raise InvalidImage("the image header is corrupt: {}".format(_short(exc))) from None
+        # formats= keeps every other plugin (EPS -> Ghostscript, ...) out of reach.
+        return Image.open(io.BytesIO(data), formats=allowed)
+    except _BOMB_ERRORS as exc:
+        raise TooManyPixels(_bomb_message(exc, max_pixels)) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise _unidentified(data, allowed) from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidImage(f"image header is corrupt: {_reason(exc)}") from exc
 
 
-def _unidentified(data, formats):
-    detected = sniff_signature(data)
-    if detected in formats:
-        return InvalidImage("the file looks like {} but its header is corrupt".format(detected))
-    return UnsupportedFormat("{} is not an accepted image format; accepted: {}".format(
-        detected or "the content", ", ".join(formats)))
+def _unidentified(data, allowed):
+    detected = _sniff(data)
+    if detected in allowed:
+        return InvalidImage(f"the data looks like {detected} but its header is corrupt")
+    if detected:
+        return UnsupportedFormat(
+            f"{detected} images are not accepted; allowed: {', '.join(allowed)}"
+        )
+    return UnsupportedFormat(f"unrecognised image format; allowed: {', '.join(allowed)}")
 
 
-def sniff_signature(data):
-    """The format a file's magic number names, or None (no Pillow involved)."""
-    head = bytes(data[:16])
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return "AVIF" if brand in (b"avif", b"avis") else "HEIF/ISO media"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    for signature, name in _SIGNATURES:
-        if head.startswith(signature):
-            return name
+def _sniff(data):
+    """Name the format by magic bytes alone: no plugin parser runs on the data."""
+    prefix = data[:16]  # what Image.open hands the accept() functions
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            # Plugins without accept() claim everything; a str result is a refusal.
+            if accept is not None and accept(prefix) is True:
+                return _canonical(name)
+        except _DECODE_ERRORS:
+            continue
     return None
 
 
-def _inspect(image, formats, max_pixels):
-    fmt = "JPEG" if image.format == "MPO" else image.format
-    if fmt not in formats:  # defence in depth; Image.open(formats=) already enforces it
-        raise UnsupportedFormat("{} images are not accepted".format(fmt))
-    width, height = image.size
+def _canonical(name):
+    return "JPEG" if name == "MPO" else name
+
+
+def _inspect(im, allowed, max_pixels):
+    """Return (ImageInfo, EXIF orientation) for an opened, undecoded image."""
+    fmt = _canonical(im.format)
+    if fmt not in allowed:  # a plugin may report a format other than its own name
+        raise UnsupportedFormat(f"{fmt} images are not accepted; allowed: {', '.join(allowed)}")
+    width, height = im.size
     if width <= 0 or height <= 0:
-        raise InvalidImage("the image has no pixels ({}x{})".format(width, height))
+        raise InvalidImage(f"image has invalid dimensions {width}x{height}")
+    _check_pixels(width * height, 1, max_pixels)
     try:
-        frames = max(1, int(getattr(image, "n_frames", 1) or 1))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels("an animation frame is too large ({})".format(exc)) from None
-    except DECODE_ERRORS as exc:
-        raise InvalidImage("the animation frames are corrupt: {}".format(_short(exc))) from None
-    pixels = width * height * frames
-    if pixels > max_pixels:
-        raise TooManyPixels("the image has {:.1f} megapixels{}; the limit is {:.1f}".format(
-            pixels / 1e6, " over {} frames".format(frames) if frames > 1 else "",
-            max_pixels / 1e6))
-    if _orientation(image) in (5, 6, 7, 8):
+        frames = _frame_count(im)
+    except _BOMB_ERRORS as exc:
+        raise TooManyPixels(_bomb_message(exc, max_pixels)) from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidImage(f"image header is corrupt: {_reason(exc)}") from exc
+    _check_pixels(width * height, frames, max_pixels)
+    orientation = _orientation(im)
+    if orientation >= 5:
         width, height = height, width
-    return ImageInfo(fmt, _MIME_TYPES.get(fmt, Image.MIME.get(fmt, "application/octet-stream")),
-                     width, height, frames)
+    mime = Image.MIME.get(fmt, f"image/{fmt.lower()}")
+    return ImageInfo(fmt, mime, width, height, frames), orientation
 
 
-def _orientation(image):
-    """EXIF orientation from the header alone.
-
-    ``getexif()`` would decode a PNG whose eXIf chunk follows the pixel data,
-    so only EXIF already read with the header (or TIFF's own tags) counts
-    here; ``render`` applies the full EXIF after decoding anyway.
-    """
+def _frame_count(im):
+    if im.format not in _COUNTED_FRAMES:
+        return 1
+    if im.format not in ("GIF", "TIFF"):
+        return im.n_frames  # a header field
+    # Pillow's n_frames would walk every block or IFD, however many there are;
+    # these are the header-only steps it takes, stopped one past the limit.
+    # GIF's public seek() decodes each frame it passes, hence the private
+    # step n_frames itself uses (Pillow is pinned; a test covers the cap).
+    step = (lambda frame: im._seek(frame, False)) if im.format == "GIF" else im.seek
+    frames = 1
     try:
-        if image.format == "TIFF":
-            return image.getexif().get(0x0112, 1)
-        raw = image.info.get("exif")
-        if not raw:
-            return 1
-        exif = Image.Exif()
-        exif.load(raw)
-        return exif.get(0x0112, 1)
-    except DECODE_ERRORS:
-        return 1  # unreadable EXIF: show the pixels as stored
+        while frames <= _MAX_FRAMES:
+            step(frames)
+            frames += 1
+    except EOFError:
+        pass  # the last frame
+    im.seek(0)
+    return frames
 
 
-# -- rendering --------------------------------------------------------------
-
-def render(data, presets, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
-    """Decode once and return one Rendition per preset, in the given order."""
-    presets = list(presets)
-    if not presets:
-        return []
-    image = _open(data, formats)
-    with image:
-        info = _inspect(image, formats, max_pixels)
-        if info.frames > 1:
-            _check_later_frames(image)
-    with _open(data, formats) as image:  # fresh: seeking back is unreliable (APNG)
-        base = _decode(image, max(max(p.width, p.height) for p in presets))
-    renditions = {}
-    source = base
-    for preset in sorted(presets, key=lambda p: p.width * p.height, reverse=True):
-        resized = _resize(preset, base, source)
-        renditions[preset.name] = _encode(preset, resized)
-        if preset.fit == "contain":
-            source = resized  # same aspect as base: smaller presets start here
-    return [renditions[preset.name] for preset in presets]
+def _check_pixels(pixels_per_frame, frames, max_pixels):
+    if frames > _MAX_FRAMES:
+        raise TooManyPixels(
+            f"image has more than {_MAX_FRAMES} frames; the limit is {_MAX_FRAMES}"
+        )
+    total = pixels_per_frame * frames
+    if total > max_pixels:
+        across = f" across {frames} frames" if frames > 1 else ""
+        raise TooManyPixels(
+            f"image has {total / 1e6:.1f} megapixels{across}; "
+            f"the limit is {max_pixels / 1e6:.1f}"
+        )
 
 
-def _decode(image, largest_box):
+def _orientation(im):
     try:
-        if image.format in ("JPEG", "MPO"):
-            # DCT scaling: decode at 1/2, 1/4 or 1/8 size when that still
-            # covers the largest box in both directions (rotation included).
-            image.draft(image.mode if image.mode in ("L", "CMYK") else "RGB",
-                        (largest_box, largest_box))
-        image.load()
-        icc_profile = image.info.get("icc_profile")
-        _exif_transpose(image)
-        return _normalize(image, icc_profile)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels("the image is a decompression bomb ({})".format(exc)) from None
-    except DECODE_ERRORS as exc:
-        raise InvalidImage("image data is corrupt or truncated: {}".format(_short(exc))) from None
+        # The base implementation: PngImageFile.getexif() decodes the whole
+        # image hunting for an eXIf chunk after the pixel data.
+        value = Image.Image.getexif(im).get(_ORIENTATION_TAG, 1)
+    except _DECODE_ERRORS:
+        return 1  # corrupt EXIF is common in camera files; the pixels are fine
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
-def _check_later_frames(image):
-    # Renditions use the first frame, but a file whose later frames are
-    # corrupt or oversized is still a bad file; the pixel limit (frames
-    # counted) bounds the cost of decoding them all.
+def _bomb_message(exc, max_pixels):
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    if not match:
+        return "image is too large to decode safely"
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    return f"image has {int(match[1]) / 1e6:.1f} megapixels; the limit is {limit / 1e6:.1f}"
+
+
+def _reason(exc):
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
+
+
+# -- decoding ---------------------------------------------------------------
+
+def _decode(data, allowed, max_pixels, max_box):
+    """Return (ImageInfo, upright pixels without metadata, transform to sRGB or None)."""
+    with _open(data, allowed, max_pixels) as im:
+        info, orientation = _inspect(im, allowed, max_pixels)
+        try:
+            # JPEG then decodes at 1/2, 1/4 or 1/8 scale straight from the DCT.
+            # A square request covers every preset whichever way EXIF rotates.
+            im.draft(im.mode, (max_box, max_box))
+            im.load()
+            method = _TRANSPOSE.get(orientation)
+            upright = im if method is None else im.transpose(method)
+            return (info, *_normalise(upright, im.info.get("icc_profile")))
+        except _BOMB_ERRORS as exc:
+            raise TooManyPixels(_bomb_message(exc, max_pixels)) from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"image data is corrupt or truncated: {_reason(exc)}") from exc
+
+
+def _check_later_frames(data, allowed, max_pixels, frames):
+    # A fresh image: seeking back to frame 0 after a decode is unreliable
+    # (APNG), and JPEG's draft scale would carry over to MPO's later pictures.
+    # The pixel limit already counted these frames, which bounds the cost.
+    with _open(data, allowed, max_pixels) as im:
+        frame = 1
+        try:
+            for frame in range(1, frames):
+                im.seek(frame)
+                im.load()
+        except _BOMB_ERRORS as exc:
+            raise TooManyPixels(_bomb_message(exc, max_pixels)) from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(
+                f"frame {frame + 1} of {frames} is corrupt or truncated: {_reason(exc)}"
+            ) from exc
+
+
+def _normalise(im, icc):
+    """Return (pixels in L, RGB, RGBA or CMYK, ICC transform to sRGB or None)."""
+    transform = None
+    if im.mode.startswith("I"):
+        out = _high_depth_to_l(im, 1 / 257)  # 16-bit range, also what Pillow widens to I
+    elif im.mode == "F":
+        out = _high_depth_to_l(im, 255)
+    elif im.mode == "LAB":
+        out = _lab_to_rgb(im)
+    else:
+        # Adobe's inverted CMYK is already un-inverted by the JPEG decoder.
+        out = im if im.mode == "CMYK" else _plain_modes(im)
+        if icc and out.mode in ("RGB", "RGBA", "CMYK"):
+            transform = _icc_transform(icc, out.mode)
+        if out.mode == "CMYK" and transform is None:
+            out = out.convert("RGB")
+    out.info = {}  # plugins copy info into saved files (AVIF: ICC); output is plain sRGB
+    return out, transform
+
+
+def _plain_modes(im):
+    if im.mode in ("RGB", "RGBA", "L") and "transparency" not in im.info:
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    return im.convert("RGBA" if im.has_transparency_data else "RGB")
+
+
+def _high_depth_to_l(im, scale):
+    # Scale to 0..255 ourselves: a bare convert("L") clips, so 16-bit data turns white.
+    wide = im if im.mode in ("I", "F") else im.convert("I")
+    return wide.point(lambda value: value * scale + 0.5).convert("L")
+
+
+def _lab_to_rgb(im):
+    transform = ImageCms.buildTransform(
+        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+    )
+    return ImageCms.applyTransform(im, transform)
+
+
+def _icc_transform(icc, mode):
+    """A transform from the embedded profile to sRGB, or None if lcms rejects it."""
     try:
-        for frame in range(1, image.n_frames):
-            image.seek(frame)
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels("an animation frame is a decompression bomb ({})".format(exc)) from None
-    except DECODE_ERRORS as exc:
-        raise InvalidImage("animation frame {} is corrupt: {}".format(frame, _short(exc))) from None
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        # A fresh sRGB profile per call: lcms profile objects are not shared across threads.
+        return ImageCms.buildTransform(
+            source, ImageCms.createProfile("sRGB"), mode, "RGBA" if mode == "RGBA" else "RGB"
+        )
+    except _ICC_ERRORS:
+        return None  # broken or mismatched profiles are common; the pixels are still usable
 
 
-def _exif_transpose(image):
+def _to_srgb(pixels, transform):
     try:
-        ImageOps.exif_transpose(image, in_place=True)
-    except DECODE_ERRORS:
-        pass  # unreadable EXIF: keep the pixels as stored
+        out = ImageCms.applyTransform(pixels, transform)
+    except _ICC_ERRORS:
+        out = pixels.convert(transform.output_mode)
+    out.info = {}  # applyTransform tags its output with the sRGB profile
+    return out
 
 
-_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+# -- geometry -----------------------------------------------------------------
+
+class _Pixels(NamedTuple):
+    image: Image.Image
+    region: tuple  # the part of the upright original the image shows
+    srgb: bool     # colour already converted
 
 
-def _normalize(image, icc_profile):
-    """Convert any decoded mode to L, RGB or RGBA in sRGB, without metadata."""
-    mode = image.mode
-    if mode == "1":
-        image = image.convert("L")
-    elif mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in image.info
-        image = image.convert("RGBA" if has_alpha else "RGB")
-    elif mode == "LA":
-        image = image.convert("RGBA")
-    elif mode.startswith("I") or mode == "F":
-        image = _to_8bit(image)
-    elif mode == "LAB":
-        image = ImageCms.applyTransform(image, _LAB_TO_SRGB)
-        icc_profile = None
-    elif mode not in ("L", "RGB", "RGBA", "CMYK"):
-        image = image.convert("RGBA" if "A" in mode else "RGB")
-    if icc_profile:
-        image = _to_srgb(image, icc_profile)
-    if image.mode == "CMYK":
-        image = image.convert("RGB")
-    image.info = {}
-    return image
-
-
-_LAB_TO_SRGB = ImageCms.buildTransform(
-    ImageCms.createProfile("LAB"), _SRGB, "LAB", "RGB")
-
-
-def _to_8bit(image):
-    # Keep the values' meaning: 16-bit 65535 is 8-bit 255.  A plain
-    # convert("L") would clip everything above 255 to white.
-    if image.mode == "F":
-        return image.convert("L")
-    return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
-
-
-def _to_srgb(image, icc_profile):
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-        if image.mode == "RGBA":
-            rgb = ImageCms.profileToProfile(image.convert("RGB"), source, _SRGB, outputMode="RGB")
-            rgb.putalpha(image.getchannel("A"))
-            return rgb
-        output_mode = "L" if image.mode == "L" and _is_gray(source) else "RGB"
-        if output_mode == "L":
-            return image  # a gray profile: sRGB gray is close enough, keep it small
-        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=output_mode)
-    except (ImageCms.PyCMSError, *DECODE_ERRORS):
-        return image  # a broken or mismatched profile: keep the pixels as they are
-
-
-def _is_gray(profile):
-    try:
-        return profile.profile.xcolor_space.strip() == "GRAY"
-    except AttributeError:
-        return False
-
-
-def _resize(preset, base, source):
-    target, crop = _plan(preset, base.size)
-    left, top, right, bottom = crop
-    width, height = source.size
-    if (right - left) * width < target[0] or (bottom - top) * height < target[1]:
-        source, (width, height) = base, base.size  # the smaller rendition is too small
-    box = (left * width, top * height, right * width, bottom * height)
-    if target == source.size and box == (0, 0, width, height):
-        return source
-    return source.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-
-
-def _plan(preset, size):
-    """Target size and crop box (as fractions of the image) for a preset."""
+def _plan(size, preset):
+    """Output size and the region of an image of ``size`` it shows; never upscales."""
     width, height = size
     if preset.fit == "contain":
         scale = min(1.0, preset.width / width, preset.height / height)
-        return (max(1, round(width * scale)), max(1, round(height * scale))), (0, 0, 1, 1)
-    # cover: crop the centre to the box's aspect ratio, then shrink (never enlarge)
-    box_aspect = preset.width / preset.height
-    if width / height > box_aspect:
-        crop_w, crop_h = height * box_aspect, height
-    else:
-        crop_w, crop_h = width, width / box_aspect
-    scale = min(1.0, preset.width / crop_w)
-    target = (max(1, round(crop_w * scale)), max(1, round(crop_h * scale)))
-    left = (width - crop_w) / 2 / width
-    top = (height - crop_h) / 2 / height
-    return target, (left, top, 1 - left, 1 - top)
+        return _dims(width * scale, height * scale), (0, 0, width, height)
+    scale = min(1.0, width / preset.width, height / preset.height)
+    aspect = preset.width / preset.height
+    crop_w, crop_h = min(width, height * aspect), min(height, width / aspect)
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    region = (left, top, left + crop_w, top + crop_h)
+    return _dims(preset.width * scale, preset.height * scale), region
 
 
-def _encode(preset, image):
-    image = _mode_for(preset.format, image)
-    out = io.BytesIO()
+def _dims(width, height):
+    return max(1, round(width)), max(1, round(height))
+
+
+def _area(size):
+    return size[0] * size[1]
+
+
+def _covers(source, size, region):
+    """Can ``source`` produce ``region`` of the original at ``size``?"""
+    pixels, shown, _ = source
+    inside = (shown[0] <= region[0] and shown[1] <= region[1]
+              and region[2] <= shown[2] and region[3] <= shown[3])
+    scale_x = pixels.width / (shown[2] - shown[0])
+    scale_y = pixels.height / (shown[3] - shown[1])
+    return (inside and (region[2] - region[0]) * scale_x >= size[0]
+            and (region[3] - region[1]) * scale_y >= size[1])
+
+
+def _resize(source, size, region):
+    pixels, shown, _ = source
+    scale_x = pixels.width / (shown[2] - shown[0])
+    scale_y = pixels.height / (shown[3] - shown[1])
+    box = ((region[0] - shown[0]) * scale_x, (region[1] - shown[1]) * scale_y,
+           (region[2] - shown[0]) * scale_x, (region[3] - shown[1]) * scale_y)
+    if size == pixels.size and box == (0, 0) + pixels.size:
+        return pixels
+    return pixels.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
+
+
+# -- encoding -------------------------------------------------------------------
+
+def _encode(im, preset):
+    im = _output_mode(im, preset.format)
+    buffer = io.BytesIO()
+    im.save(buffer, preset.format.upper(), **_save_options(preset))
+    return Rendition(preset.name, buffer.getvalue(), preset.format, preset.mime_type,
+                     im.width, im.height)
+
+
+def _output_mode(im, fmt):
+    if fmt == "jpeg" and im.mode == "RGBA":
+        # JPEG has no alpha: flatten onto white, as a browser on a white page would.
+        background = Image.new("RGB", im.size, "white")
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    if fmt in ("webp", "avif") and im.mode == "L":
+        return im.convert("RGB")
+    return im
+
+
+def _save_options(preset):
     if preset.format == "webp":
-        image.save(out, "WEBP", quality=preset.quality, method=4)
-    elif preset.format == "jpeg":
-        image.save(out, "JPEG", quality=preset.quality)
-    elif preset.format == "png":
-        image.save(out, "PNG")
-    else:
-        image.save(out, "AVIF", quality=preset.quality, speed=8)
-    return Rendition(preset.name, out.getvalue(), preset.format, preset.mime_type,
-                     image.width, image.height)
-
-
-def _mode_for(output_format, image):
-    if output_format == "jpeg" and image.mode == "RGBA":
-        flat = Image.new("RGB", image.size, (255, 255, 255))
-        flat.paste(image, mask=image.getchannel("A"))
-        return flat
-    if output_format in ("webp", "avif") and image.mode == "L":
-        return image.convert("RGB")
-    return image
-
-
-def _short(exc):
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+        return {"quality": preset.quality, "method": 4}
+    if preset.format == "jpeg":
+        return {"quality": preset.quality, "optimize": False, "progressive": False}
+    if preset.format == "avif":
+        # The default speed 6 takes about a second per 1.7 MP rendition.
+        return {"quality": preset.quality, "speed": 8}
+    return {"optimize": False}

@@ -40,6 +40,9 @@ class Settings:
     job_max_attempts: int = 5
     stalled_after: float = 300.0
     sweep_interval: float = 60.0
+    render_workers: int = 2
+    render_timeout: float = 60.0
+    render_memory_mb: int = 1024
     api_keys: tuple = field(default=(), repr=False)
 
     @classmethod
@@ -71,6 +74,9 @@ class Settings:
             job_max_attempts=int(config.get("JOB_MAX_ATTEMPTS") or cls.job_max_attempts),
             stalled_after=float(config.get("STALLED_AFTER") or cls.stalled_after),
             sweep_interval=float(config.get("SWEEP_INTERVAL") or cls.sweep_interval),
+            render_workers=int(config.get("RENDER_WORKERS") or cls.render_workers),
+            render_timeout=float(config.get("RENDER_TIMEOUT") or cls.render_timeout),
+            render_memory_mb=int(config.get("RENDER_MEMORY_MB") or cls.render_memory_mb),
             api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
         )
 

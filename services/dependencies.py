@@ -8,7 +8,6 @@ import time
 from functools import partial
 
 import eventlet
-from eventlet import tpool
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.amqp.publish import UndeliverableMessage
@@ -19,7 +18,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 from nameko.rpc import RpcProxy
 
-from imagepipe import images
+from imagepipe.renderpool import RenderPool
 from imagepipe.catalog import isoformat
 from imagepipe.errors import ALL_ERRORS, Unavailable
 from imagepipe.settings import Settings
@@ -56,21 +55,28 @@ class Storage(DependencyProvider):
 
 
 class Renderer(DependencyProvider):
-    """``render(data, presets)`` run in a real OS thread.
+    """``render(data, presets)`` in a pool of worker processes.
 
-    Pillow releases the GIL while decoding, resizing and encoding, so the
-    eventlet hub keeps serving AMQP heartbeats and several jobs use several
-    cores.
+    The pool bounds each render in time and memory and survives decoder
+    crashes; the service's event loop only waits on pipes, so it keeps
+    serving AMQP heartbeats while every core renders.
     """
 
     def setup(self):
         settings = Settings.from_config(self.container.config)
-        self.render = partial(
-            images.render, formats=settings.allowed_formats,
-            max_pixels=settings.max_pixels)
+        self.pool = RenderPool(
+            size=settings.render_workers, timeout=settings.render_timeout,
+            memory_limit_mb=settings.render_memory_mb,
+            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels})
+
+    def stop(self):
+        self.pool.close()
+
+    def kill(self):
+        self.pool.close()
 
     def get_dependency(self, worker_ctx):
-        return partial(tpool.execute, self.render)
+        return self.pool.render
 
 
 class StorageRpc(RpcProxy):

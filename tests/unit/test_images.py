@@ -1,0 +1,703 @@
+"""imagepipe.images with real Pillow and real files: synthetic images made
+here, plus every file of the shared corpus (tests/corpus.py), which must be
+present -- these tests fail, never skip, without it."""
+import collections
+import functools
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image, ImageChops, ImageCms, ImageFile, ImageOps, ImageStat, JpegImagePlugin
+
+from imagepipe import images
+from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
+from imagepipe.images import DEFAULT_FORMATS, ImageInfo, Preset, Rendition, probe, render
+from tests.corpus import manifest, read
+
+# Pillow warns about corrupt EXIF and oversized tags in corpus files; noise here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
+
+REJECTIONS = (InvalidImage, TooManyPixels, UnsupportedFormat)
+THUMB = Preset("thumb", 256, 256)
+MEDIUM = Preset("medium", 1024, 1024, quality=82)
+DEFAULT_PRESETS = [THUMB, MEDIUM]
+
+
+# -- helpers ------------------------------------------------------------------
+
+def encode(image, fmt, **params):
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def decode(rendition):
+    image = Image.open(io.BytesIO(rendition.data))
+    image.load()
+    return image
+
+
+def mean_difference(a, b):
+    if a.size != b.size:
+        b = b.resize(a.size, Image.Resampling.LANCZOS)
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
+
+
+def upright(data):
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+
+
+def picture(size=(160, 100)):
+    """An RGB image with no symmetry, so flips and rotations show."""
+    image = Image.linear_gradient("L").resize(size)
+    ramp = Image.linear_gradient("L").rotate(90).resize(size)
+    image = Image.merge("RGB", (image, ramp, Image.new("L", size, 40)))
+    image.paste((255, 0, 0), (0, 0, size[0] // 4, size[1] // 4))
+    return image
+
+
+def with_orientation(image, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def render_one(data, preset=THUMB, **kwargs):
+    (rendition,) = render(data, [preset], **kwargs)
+    return rendition
+
+
+def row_for(name):
+    return next(row for row in manifest() if row["file"] == name)
+
+
+def expected_format(row):
+    return "JPEG" if row["format_expected"] == "MPO" else row["format_expected"]
+
+
+# -- Preset ---------------------------------------------------------------------
+
+def test_preset_from_config_reads_every_field():
+    preset = Preset.from_config("hero_2x", {"width": 1600, "height": 900, "fit": "Cover",
+                                            "format": "JPEG", "quality": 90})
+    assert preset == Preset("hero_2x", 1600, 900, "cover", "jpeg", 90)
+    assert preset.mime_type == "image/jpeg"
+
+
+def test_preset_defaults():
+    preset = Preset.from_config("thumb", {"width": 256, "height": 256})
+    assert (preset.fit, preset.format, preset.quality) == ("contain", "webp", 80)
+    assert preset.mime_type == "image/webp"
+    assert [Preset("p", 1, 1, format=f).mime_type for f in images.OUTPUT_FORMATS] == [
+        "image/webp", "image/jpeg", "image/png", "image/avif"]
+
+
+@pytest.mark.parametrize("name, mapping, message", [
+    ("Thumb", {"width": 1, "height": 1}, "invalid"),
+    ("", {"width": 1, "height": 1}, "invalid"),
+    ("-thumb", {"width": 1, "height": 1}, "invalid"),
+    ("thumb\n", {"width": 1, "height": 1}, "invalid"),
+    ("a/b", {"width": 1, "height": 1}, "invalid"),
+    ("x" * 33, {"width": 1, "height": 1}, "invalid"),
+    (7, {"width": 1, "height": 1}, "invalid"),
+    ("original", {"width": 1, "height": 1}, "reserved"),
+    ("events", {"width": 1, "height": 1}, "reserved"),
+    ("thumb", {"width": 0, "height": 1}, "width must be an integer from 1 to 10000"),
+    ("thumb", {"width": 10001, "height": 1}, "width"),
+    ("thumb", {"width": -5, "height": 1}, "width"),
+    ("thumb", {"width": "256", "height": 1}, "width"),
+    ("thumb", {"width": 25.5, "height": 1}, "width"),
+    ("thumb", {"width": True, "height": 1}, "width"),
+    ("thumb", {"width": 1, "height": 0}, "height"),
+    ("thumb", {"width": 1}, "missing height"),
+    ("thumb", {"width": 1, "heigth": 2}, "unknown keys heigth"),
+    ("thumb", {"width": 1, "height": 1, "fit": "fill"}, "fit must be one of contain, cover"),
+    ("thumb", {"width": 1, "height": 1, "format": "gif"}, "format must be one of"),
+    ("thumb", {"width": 1, "height": 1, "format": None}, "format"),
+    ("thumb", {"width": 1, "height": 1, "quality": 0}, "quality must be an integer from 1 to 100"),
+    ("thumb", {"width": 1, "height": 1, "quality": 101}, "quality"),
+    ("thumb", [("width", 1)], "expected a mapping"),
+])
+def test_preset_from_config_rejects(name, mapping, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Preset.from_config(name, mapping)
+
+
+def test_preset_validates_direct_construction_too():
+    with pytest.raises(ValueError):
+        Preset("thumb", 0, 10)
+    assert Preset("x" * 32, 10000, 1).width == 10000
+
+
+# -- probe ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, mime", [
+    ("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("WEBP", "image/webp"),
+    ("TIFF", "image/tiff"), ("BMP", "image/bmp"), ("AVIF", "image/avif"),
+])
+def test_probe_reports_format_size_and_mime(fmt, mime):
+    assert probe(encode(picture((40, 30)), fmt)) == ImageInfo(fmt, mime, 40, 30, 1)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_probe_counts_animation_frames(fmt):
+    frames = [Image.new("RGB", (30, 20), color) for color in ("red", "green", "blue")]
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100)
+    assert probe(data).frames == 3
+
+
+def test_probe_rejects_empty_and_unknown_data():
+    with pytest.raises(UnsupportedFormat, match="empty"):
+        probe(b"")
+    with pytest.raises(UnsupportedFormat, match="unrecognised image format; allowed: JPEG, PNG"):
+        probe(b"hello, this is not an image at all")
+
+
+def test_probe_names_a_format_outside_the_allowlist():
+    data = encode(picture(), "PNG")
+    with pytest.raises(UnsupportedFormat, match="PNG images are not accepted; allowed: JPEG$"):
+        probe(data, formats=("JPEG",))
+    assert probe(data, formats=("png",)).format == "PNG"  # names are case-insensitive
+
+
+def test_probe_rejects_an_unknown_format_name():
+    with pytest.raises(ValueError, match="HEIC"):
+        probe(encode(picture(), "PNG"), formats=("PNG", "HEIC"))
+
+
+def test_corrupt_header_of_an_allowed_format_is_invalid_not_unsupported():
+    data = encode(picture(), "PNG")
+    broken = data[:12] + b"JUNK" + data[16:]  # the IHDR chunk type
+    with pytest.raises(InvalidImage, match="looks like PNG"):
+        probe(broken)
+
+
+def test_probe_enforces_the_pixel_limit():
+    data = encode(Image.new("L", (2000, 1000)), "PNG")
+    assert probe(data, max_pixels=2_000_000).width == 2000
+    with pytest.raises(TooManyPixels, match=r"^image has 2\.0 megapixels; the limit is 1\.0$"):
+        probe(data, max_pixels=1_000_000)
+    with pytest.raises(TooManyPixels):
+        render(data, [THUMB], max_pixels=1_000_000)
+
+
+def test_probe_counts_every_frame_against_the_pixel_limit():
+    frames = [Image.new("L", (600, 600), shade) for shade in (0, 100, 200)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert probe(data, max_pixels=1_100_000).frames == 3
+    with pytest.raises(TooManyPixels, match=r"1\.1 megapixels across 3 frames"):
+        probe(data, max_pixels=1_000_000)
+
+
+def tiny_gif(frames):
+    """A GIF of ``frames`` 1x1 frames, 23 bytes each."""
+    header = b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+    frame = (b"\x21\xf9\x04\x00\x01\x00\x00\x00"            # graphic control extension
+             b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"    # image descriptor, 1x1
+             b"\x02\x02\x44\x01\x00")                          # LZW data
+    return header + frame * frames + b"\x3b"
+
+
+def test_frame_count_is_capped_and_counting_stays_cheap():
+    assert probe(tiny_gif(1000)).frames == 1000
+    assert len(render(tiny_gif(1000), [THUMB])) == 1
+    data = tiny_gif(1_000_000)  # 23 MB, only 1 MP: Pillow's n_frames walks it all (~5 s)
+    start = time.perf_counter()
+    with pytest.raises(TooManyPixels, match="^image has more than 1000 frames; the limit is 1000"):
+        probe(data)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_tiff_page_count_is_capped():
+    pages = [Image.new("L", (2, 2), shade % 256) for shade in range(1001)]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    with pytest.raises(TooManyPixels, match="more than 1000 frames"):
+        probe(data)
+    assert probe(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:5])).frames == 5
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_probe_reports_displayed_dimensions(orientation):
+    info = probe(with_orientation(picture((160, 100)), orientation))
+    expected = (100, 160) if orientation >= 5 else (160, 100)
+    assert (info.width, info.height) == expected
+
+
+def _forbid_decoding(monkeypatch):
+    """Make every pixel-decoding entry point of Pillow raise."""
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("probe decoded pixel data ({})".format(type(self).__name__))
+
+    classes = [ImageFile.ImageFile]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if "load" in vars(cls) or cls is ImageFile.ImageFile:
+            monkeypatch.setattr(cls, "load", no_decoding)
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+
+
+def test_probe_never_decodes_pixels(monkeypatch):
+    frames = [picture((50, 40)), Image.new("RGB", (50, 40), "blue")]
+    samples = [encode(picture(), fmt) for fmt in DEFAULT_FORMATS]
+    samples += [encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+                for fmt in ("GIF", "PNG", "WEBP", "TIFF")]
+    samples.append(with_orientation(picture(), 6))
+    samples += [read(row["file"]) for row in manifest()
+                if row["category"] == "valid" and expected_format(row) in DEFAULT_FORMATS]
+    _forbid_decoding(monkeypatch)
+    with pytest.raises(AssertionError, match="decoded"):  # the trap works
+        Image.open(io.BytesIO(samples[0])).load()
+    for data in samples:
+        assert probe(data).width > 0
+
+
+def test_probe_is_cheap_next_to_render():
+    base = Image.linear_gradient("L").resize((6000, 4000))
+    noise = Image.effect_noise((6000, 4000), 30)
+    data = encode(Image.merge("RGB", (base, noise, base.rotate(180))), "JPEG", quality=85)
+
+    def best_of(runs, function):
+        timings = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            function()
+            timings.append(time.perf_counter() - start)
+        return min(timings)
+
+    render_time = best_of(1, lambda: render(data, DEFAULT_PRESETS))
+    probe_time = best_of(5, lambda: probe(data))
+    assert probe_time < render_time / 20, (probe_time, render_time)
+
+
+# -- render: geometry -----------------------------------------------------------------
+
+@pytest.mark.parametrize("preset, size", [
+    (Preset("c", 100, 100), (100, 50)),
+    (Preset("c", 100, 100, fit="cover"), (100, 100)),
+    (Preset("c", 50, 80, fit="cover"), (50, 80)),
+    (Preset("c", 300, 20), (40, 20)),
+    (Preset("c", 300, 20, fit="cover"), (300, 20)),
+    (Preset("c", 1000, 1000), (400, 200)),              # contain never upscales
+    (Preset("c", 1000, 1000, fit="cover"), (200, 200)),  # cover: box aspect, source size
+    (Preset("c", 800, 100, fit="cover"), (400, 50)),
+])
+def test_fit_dimensions(preset, size):
+    rendition = render_one(encode(picture((400, 200)), "PNG"), preset)
+    assert (rendition.width, rendition.height) == size
+    assert decode(rendition).size == size
+
+
+def test_cover_crops_the_centre():
+    image = Image.new("RGB", (300, 100), "blue")
+    image.paste((255, 0, 0), (100, 0, 200, 100))  # red centre square
+    rendition = render_one(encode(image, "PNG"), Preset("sq", 50, 50, fit="cover", format="png"))
+    red = Image.new("RGB", (50, 50), (255, 0, 0))
+    assert mean_difference(decode(rendition), red) < 1
+
+
+def test_small_corpus_image_is_not_upscaled():
+    data = read("hopper.jpg")  # 128x128
+    rendition = render_one(data, THUMB)
+    assert (rendition.width, rendition.height) == (128, 128)
+    assert mean_difference(decode(rendition), upright(data)) < 6
+    cover = render_one(data, Preset("banner", 256, 128, fit="cover"))
+    assert (cover.width, cover.height) == (128, 64)
+
+
+def test_renditions_come_back_in_the_given_order():
+    presets = [Preset("small", 32, 32), Preset("large", 300, 300, format="png"),
+               Preset("mid", 100, 60, fit="cover", format="jpeg")]
+    renditions = render(encode(picture((600, 400)), "JPEG"), presets)
+    assert [r.preset for r in renditions] == ["small", "large", "mid"]
+    assert [(r.width, r.height) for r in renditions] == [(32, 21), (300, 200), (100, 60)]
+    assert [r.format for r in renditions] == ["webp", "png", "jpeg"]
+    assert all(isinstance(r, Rendition) for r in renditions)
+    assert render(b"not even looked at", []) == []
+
+
+def test_smaller_renditions_derive_from_the_larger_one(monkeypatch):
+    data = encode(picture((4000, 3000)), "JPEG", quality=90)
+    alone = decode(render_one(data, THUMB))
+    drafts, resized_from = [], []
+    original_draft, original_resize = JpegImagePlugin.JpegImageFile.draft, Image.Image.resize
+
+    def spy_draft(self, mode, size):
+        drafts.append((mode, size))
+        return original_draft(self, mode, size)
+
+    def spy_resize(self, size, *args, **kwargs):
+        resized_from.append(self.size)
+        return original_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy_draft)
+    monkeypatch.setattr(Image.Image, "resize", spy_resize)
+    thumb, medium = render(data, DEFAULT_PRESETS)
+    # DCT scaling: decoded at 1/2 (2000x1500), the smallest scale covering 1024
+    assert drafts == [("RGB", (1024, 1024))]
+    assert resized_from[:2] == [(2000, 1500), (1024, 768)]
+    assert (thumb.width, thumb.height, medium.width, medium.height) == (256, 192, 1024, 768)
+    # and deriving costs no quality worth seeing
+    assert mean_difference(decode(thumb), alone) < 1.5
+    assert mean_difference(decode(medium), picture((4000, 3000))) < 3
+
+
+def test_cover_preset_does_not_derive_from_a_cropped_rendition():
+    image = picture((900, 300))
+    presets = [Preset("wide", 600, 200, fit="cover", format="png"),
+               Preset("square", 150, 150, fit="cover", format="png")]
+    wide, square = render(encode(image, "PNG"), presets)
+    expected = ImageOps.fit(image, (150, 150), Image.Resampling.LANCZOS)
+    assert mean_difference(decode(square), expected) < 2
+    assert mean_difference(decode(wide), image) < 2
+
+
+# -- render: orientation ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["hopper_orientation_{}.jpg".format(n)
+                                  for n in (2, 3, 4, 6, 7, 8)] + ["hopper_orientation_6.webp"])
+def test_corpus_orientations_render_upright(name):
+    data = read(name)
+    thumb = decode(render_one(data, Preset("t", 64, 64, format="png")))
+    reference = upright(data)
+    stored = Image.open(io.BytesIO(data)).convert("RGB")
+    assert thumb.size == (64, 64)
+    assert mean_difference(thumb, reference) < 6
+    # the comparison can tell: the stored (unrotated) pixels are far off
+    assert mean_difference(thumb, stored) > 2 * mean_difference(thumb, reference) + 5
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_synthetic_orientations_render_upright_with_swapped_size(orientation):
+    data = with_orientation(picture((160, 100)), orientation)
+    rendition = render_one(data, Preset("t", 80, 80, format="png"))
+    expected_size = (50, 80) if orientation >= 5 else (80, 50)
+    assert (rendition.width, rendition.height) == expected_size
+    assert mean_difference(decode(rendition), upright(data)) < 4
+
+
+def test_rectangle_orientation_swaps_dimensions():
+    data = read("orientation_rectangle.jpg")  # stored 2x1, orientation 8
+    info = probe(data)
+    assert (info.width, info.height) == (1, 2)
+    assert decode(render_one(data)).size == (1, 2)
+
+
+# -- render: colour and modes -------------------------------------------------------------
+
+def test_cmyk_tiff_becomes_rgb():
+    data = read("tiff_strip_cmyk_jpeg.tif")
+    out = decode(render_one(data, Preset("p", 100, 100, format="png")))
+    assert out.mode == "RGB"
+    assert mean_difference(out, Image.open(io.BytesIO(data)).convert("RGB")) < 1
+
+
+def test_adobe_cmyk_jpeg_becomes_rgb():
+    rgb = picture()
+    data = encode(rgb.convert("CMYK"), "JPEG", quality=95)  # Pillow writes Adobe (inverted)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    out = decode(render_one(data, Preset("p", 160, 160, format="png")))
+    assert out.mode == "RGB"
+    assert mean_difference(out, rgb) < 4
+
+
+def test_16bit_tiff_is_scaled_not_clipped():
+    data = read("16bit.cropped.tif")  # values 291..694 of 65535: a dark image
+    source = Image.open(io.BytesIO(data))
+    assert source.mode == "I;16"
+    out = decode(render_one(data, Preset("p", 64, 64, format="png")))
+    assert out.mode == "L"
+    expected = source.convert("I").point(lambda value: value / 257).convert("L")
+    assert mean_difference(out, expected) < 1
+    low, high = out.getextrema()
+    assert high < 10 and high > low  # neither white nor flat black
+    # correlation with the source: the brightest source pixel stays among the brightest
+    brightest = max(((x, y) for x in range(64) for y in range(64)), key=source.getpixel)
+    assert out.getpixel(brightest) == high
+
+
+def test_16bit_full_scale():
+    image = Image.new("I;16", (4, 1))
+    for x, value in enumerate((0, 257, 32768, 65535)):
+        image.putpixel((x, 0), value)
+    out = decode(render_one(encode(image, "PNG"), Preset("p", 4, 4, format="png")))
+    assert out.mode == "L"
+    assert [out.getpixel((x, 0)) for x in range(4)] == [0, 1, 128, 255]
+
+
+def test_lab_tiff_becomes_rgb():
+    out = decode(render_one(read("hopper.Lab.tif"), Preset("p", 128, 128, format="png")))
+    assert out.mode == "RGB"
+    assert mean_difference(out, Image.open(io.BytesIO(read("hopper.tif")))) < 4
+
+
+def test_bilevel_multipage_g4_tiff_renders_its_first_page():
+    data = read("g4-multi.tiff")  # 3 pages of 3307x4677 mode "1"
+    rendition = render_one(data, Preset("p", 1024, 1024, format="png"))
+    out = decode(rendition)
+    assert out.mode == "L" and out.size == (724, 1024)
+    first_page = Image.open(io.BytesIO(data)).convert("L")
+    assert mean_difference(out, first_page) < 6
+    assert out.getextrema() == (0, 255)
+
+
+def test_grayscale_stays_gray():
+    data = read("hopper_gray.jpg")
+    png, jpeg, webp = render(data, [Preset("p", 128, 128, format="png"),
+                                    Preset("j", 128, 128, format="jpeg"),
+                                    Preset("w", 128, 128)])
+    assert decode(png).mode == "L" and decode(jpeg).mode == "L"
+    red, green, blue = decode(webp).convert("RGB").split()
+    assert ImageChops.difference(red, green).getextrema()[1] <= 3
+    assert ImageChops.difference(green, blue).getextrema()[1] <= 3
+    assert mean_difference(decode(png), upright(data)) < 2
+
+
+@pytest.mark.parametrize("name", ["pil123p.png", "transparent.png", "pil123rgba.png",
+                                  "rgb32bf-rgba.bmp", "transparent.webp", "transparency.avif"])
+@pytest.mark.parametrize("fmt", ["webp", "png", "avif"])
+def test_alpha_is_kept(name, fmt):
+    data = read(name)
+    source = Image.open(io.BytesIO(data)).convert("RGBA")
+    rendition = render_one(data, Preset("p", 256, 256, format=fmt, quality=90))
+    out = decode(rendition)
+    assert out.mode == "RGBA"
+    alpha_difference = ImageChops.difference(out.getchannel("A"), source.getchannel("A"))
+    assert ImageStat.Stat(alpha_difference).mean[0] < 3
+
+
+def test_palette_without_transparency_becomes_rgb():
+    data = read("bmp_g_pal8.bmp")
+    out = decode(render_one(data, Preset("p", 256, 256, format="png")))
+    assert out.mode == "RGB"
+    assert mean_difference(out, Image.open(io.BytesIO(data))) < 1
+
+
+def test_jpeg_output_flattens_alpha_onto_white():
+    image = Image.new("RGBA", (100, 100), (0, 0, 255, 255))
+    image.paste((255, 0, 0, 0), (0, 0, 50, 100))  # left half: transparent red
+    preset = Preset("j", 100, 100, format="jpeg", quality=95)
+    out = decode(render_one(encode(image, "PNG"), preset))
+    assert out.mode == "RGB"
+    assert mean_difference(out.crop((0, 0, 40, 100)), Image.new("RGB", (40, 100), "white")) < 3
+    assert mean_difference(out.crop((60, 0, 100, 100)), Image.new("RGB", (40, 100), "blue")) < 3
+
+
+def test_embedded_icc_profile_is_converted_to_srgb():
+    data = read("icc_profile_big.jpg")  # a wide-gamut profile: it visibly matters
+    source = Image.open(io.BytesIO(data))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(source.info["icc_profile"]))
+    srgb = ImageCms.profileToProfile(source, profile, ImageCms.createProfile("sRGB"))
+    out = decode(render_one(data, Preset("p", 1000, 1000, format="png")))
+    assert out.info.get("icc_profile") is None
+    assert mean_difference(out, srgb) < 1
+    assert mean_difference(out, source) > 5
+
+
+def test_icc_profile_on_rgba_png_keeps_alpha():
+    data = read("icc_profile.png")
+    out = decode(render_one(data, Preset("p", 64, 64, format="png")))
+    assert out.mode == "RGBA" and out.info.get("icc_profile") is None
+    assert mean_difference(out, Image.open(io.BytesIO(data)).convert("RGBA")) < 2
+
+
+@pytest.mark.parametrize("profile", [
+    b"this is not an ICC profile",
+    ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(),  # wrong colour space
+])
+def test_unusable_icc_profile_is_ignored(profile):
+    image = picture()
+    out = decode(render_one(encode(image, "JPEG", quality=95, icc_profile=profile),
+                            Preset("p", 160, 160, format="png")))
+    assert mean_difference(out, image) < 3
+
+
+@pytest.mark.parametrize("name", ["iss634.gif", "iss634.webp", "iss634.apng", "star.avifs",
+                                  "chi.gif", "multipage.tiff"])
+def test_animations_render_their_first_frame(name):
+    data = read(name)
+    first = Image.open(io.BytesIO(data)).convert("RGBA")
+    out = decode(render_one(data, Preset("p", 400, 400, format="png")))
+    assert out.size == first.size
+    assert mean_difference(out.convert("RGBA"), first) < 1
+
+
+def test_first_frame_of_a_synthetic_gif():
+    frames = [Image.new("RGB", (40, 40), color) for color in ("red", "lime", "blue")]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    out = decode(render_one(data, Preset("p", 40, 40, format="png")))
+    assert mean_difference(out, frames[0]) < 1
+
+
+def test_corrupt_later_frame_rejects_the_file():
+    frames = [picture((64, 64)), Image.new("RGB", (64, 64), "blue")]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert probe(data).frames == 2
+    with pytest.raises(InvalidImage, match="frame 2 of 2"):
+        render(data[:-40], [THUMB])
+
+
+# -- render: output -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, pillow_format", [
+    ("webp", "WEBP"), ("jpeg", "JPEG"), ("png", "PNG"), ("avif", "AVIF")])
+def test_every_output_format_decodes(fmt, pillow_format):
+    image = picture((300, 200))
+    rendition = render_one(encode(image, "PNG"), Preset("p", 150, 150, format=fmt, quality=90))
+    out = decode(rendition)
+    assert out.format == pillow_format
+    assert rendition.format == fmt and rendition.mime_type == "image/" + fmt
+    assert rendition.preset == "p"
+    assert out.size == (rendition.width, rendition.height) == (150, 100)
+    assert mean_difference(out, image) < 6
+
+
+@pytest.mark.parametrize("fmt", images.OUTPUT_FORMATS)
+def test_output_carries_no_metadata(fmt):
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"  # Make
+    exif[0x0112] = 1
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encode(picture(), "JPEG", exif=exif.tobytes(), icc_profile=icc, xmp=xmp)
+    source = Image.open(io.BytesIO(data))
+    assert source.info.get("exif") and source.info.get("icc_profile") and source.info.get("xmp")
+    for name in ("flower.jpg", "xmp_test.jpg", "icc_profile_big.jpg", None):
+        out = decode(render_one(read(name) if name else data, Preset("p", 100, 100, format=fmt)))
+        for key in ("exif", "icc_profile", "xmp", "XML:com.adobe.xmp"):
+            assert not out.info.get(key), (name, key)
+        assert not out.getexif()
+
+
+def test_render_is_thread_safe():
+    inputs = [read("icc_profile_big.jpg"), read("pil123p.png"), read("16bit.cropped.tif"),
+              read("hopper_orientation_6.jpg"), read("tiff_strip_cmyk_jpeg.tif")]
+    presets = [Preset("a", 96, 96), Preset("b", 48, 48, fit="cover", format="png")]
+    serial = [[r.data for r in render(data, presets)] for data in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda data: [r.data for r in render(data, presets)], inputs * 4))
+    assert parallel == serial * 4
+
+
+def test_corrupt_avif_stream_is_invalid():
+    data = bytearray(encode(picture((64, 48)), "AVIF"))
+    for position in range(len(data) - 30, len(data) - 20):  # inside the AV1 payload
+        data[position] ^= 0xFF
+    with pytest.raises(InvalidImage, match="corrupt"):  # libavif raises RuntimeError
+        render(bytes(data), [THUMB])
+
+
+def test_truncated_jpeg_is_invalid_and_truncation_stays_strict():
+    data = encode(picture((400, 300)), "JPEG")
+    with pytest.raises(InvalidImage, match="^image data is corrupt or truncated: "):
+        render(data[: len(data) // 2], [THUMB])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+# -- the corpus ---------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def corpus_outcomes():
+    """Probe, then render, every corpus file once; (row, outcome, error, info, renditions, s)."""
+    results = []
+    for row in manifest():
+        data = read(row["file"])
+        info = renditions = error = None
+        start = time.perf_counter()
+        try:
+            info = probe(data)
+            renditions = render(data, DEFAULT_PRESETS)
+            outcome = "rendered"
+        except REJECTIONS as exc:
+            error, outcome = exc, ("render: " if info else "probe: ") + type(exc).__name__
+        except Exception as exc:  # recorded, then reported by the tests below
+            error, outcome = exc, "CRASH " + type(exc).__name__
+        results.append((row, outcome, error, info, renditions, time.perf_counter() - start))
+    return tuple(results)
+
+
+def test_corpus_outcome_table(capsys):
+    table = collections.defaultdict(collections.Counter)
+    for row, outcome, *_ in corpus_outcomes():
+        table[row["category"]][outcome] += 1
+    with capsys.disabled():
+        print("\ncorpus outcomes by category (probe, then render with thumb + medium):")
+        for category in ("valid", "invalid", "bomb", "fuzz"):
+            for outcome, count in sorted(table[category].items()):
+                print("  {:8} {:34} {:3}".format(category, outcome, count))
+    assert not [outcome for counts in table.values() for outcome in counts
+                if outcome.startswith("CRASH")], table
+    assert sum(sum(counts.values()) for counts in table.values()) == len(manifest())
+
+
+def test_corpus_every_file_finishes_quickly():
+    slow = [(row["file"], round(seconds, 2)) for row, _, _, _, _, seconds in corpus_outcomes()
+            if seconds >= 10]
+    assert slow == []
+
+
+def test_corpus_valid_files_in_allowed_formats_probe_and_render():
+    checked = 0
+    for row, outcome, error, info, renditions, _ in corpus_outcomes():
+        if row["category"] != "valid" or expected_format(row) not in DEFAULT_FORMATS:
+            continue
+        assert outcome == "rendered", (row["file"], outcome, error)
+        source = Image.open(io.BytesIO(read(row["file"])))
+        swapped = source.getexif().get(0x0112, 1) >= 5
+        size = (int(row["width"]), int(row["height"]))
+        assert (info.width, info.height) == (size[::-1] if swapped else size), row["file"]
+        assert info.format == expected_format(row), row["file"]
+        assert info.frames == int(row["frames"]), row["file"]
+        for rendition, box in zip(renditions, (256, 1024)):
+            out = decode(rendition)
+            assert out.format == "WEBP" and out.size == (rendition.width, rendition.height)
+            assert max(out.size) <= box
+            assert out.width <= info.width and out.height <= info.height
+        checked += 1
+    assert checked >= 45
+
+
+def test_corpus_valid_files_in_other_formats_are_unsupported():
+    others = [(row["file"], outcome, str(error)) for row, outcome, error, *_ in corpus_outcomes()
+              if row["category"] == "valid" and expected_format(row) not in DEFAULT_FORMATS]
+    assert len(others) == 5  # PSD, QOI, JPEG 2000, ICO, HEIF
+    for name, outcome, message in others:
+        assert outcome == "probe: UnsupportedFormat", (name, outcome)
+        assert "allowed: JPEG, PNG, GIF, WEBP, TIFF, BMP, AVIF" in message
+    messages = " ".join(message for *_, message in others)
+    for fmt in ("PSD", "QOI", "JPEG2000", "ICO"):
+        assert "{} images are not accepted".format(fmt) in messages
+
+
+@pytest.mark.parametrize("category", ["invalid", "bomb", "fuzz"])
+def test_corpus_bad_files_are_rejected_cleanly(category):
+    rows = [result for result in corpus_outcomes() if result[0]["category"] == category]
+    assert rows
+    for row, outcome, error, *_ in rows:
+        if outcome == "rendered":
+            # only fuzz reproducers that current Pillow decodes correctly may pass
+            assert category == "fuzz" and row["pillow_outcome"] == "ok", row["file"]
+            continue
+        assert isinstance(error, REJECTIONS), (row["file"], outcome, error)
+        message = str(error)
+        assert message and "Traceback" not in message and "BytesIO" not in message
+        assert "/work" not in message and "0x" not in message, message
+
+
+def test_corpus_specific_verdicts():
+    verdicts = {row["file"]: (outcome, error) for row, outcome, error, *_ in corpus_outcomes()}
+    assert verdicts["postscript_eps_as.jpg"][0] == "probe: UnsupportedFormat"
+    assert "EPS images are not accepted" in str(verdicts["postscript_eps_as.jpg"][1])
+    assert verdicts["zero_byte.jpg"][0] == "probe: UnsupportedFormat"
+    for name in ("decompression_bomb.gif", "bmp_b_reallybig.bmp"):
+        assert verdicts[name][0] == "probe: TooManyPixels", name
+    # frame 1's extents explode only on seek: render's later-frame check sees it
+    assert verdicts["decompression_bomb_extents.gif"][0] == "render: TooManyPixels"
+    for name in ("truncated_jpeg.jpg", "truncated_image.png", "ultrahdr.jpg",
+                 "truncated_half_iss634.gif", "sugarshack_no_data.mpo"):
+        assert verdicts[name][0] == "render: InvalidImage", name
+    assert verdicts["sugarshack.mpo"][0] == "rendered"
+    info = probe(read("sugarshack.mpo"))
+    assert (info.format, info.mime_type, info.frames) == ("JPEG", "image/jpeg", 2)
+    assert row_for("sugarshack.mpo")["format_expected"] == "MPO"
