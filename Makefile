@@ -38,3 +38,9 @@ test-integration: venv
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# Performance benchmark (~10 min; BENCH_ARGS=--quick for a smoke run):
+# baselines, the pipeline in several imaging layouts, docs/benchmarks.md.
+bench: venv
+	PY=$(BIN)/python scripts/ensure-broker.sh --management
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

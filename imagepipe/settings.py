@@ -35,7 +35,7 @@ class Settings:
     allowed_formats: tuple = DEFAULT_FORMATS
     max_upload_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
-    rpc_timeout: float = 10.0
+    rpc_timeout: float = 5.0
     job_retry_delays: tuple = (1.0, 5.0, 30.0)
     job_max_attempts: int = 5
     stalled_after: float = 300.0
