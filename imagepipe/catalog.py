@@ -10,8 +10,11 @@ which resets the image to ``pending`` so it is tried again.
 """
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
 
 from imagepipe.errors import NotFound
 
@@ -54,10 +57,29 @@ variants = sa.Table(
 
 
 def make_engine(url):
-    engine = sa.create_engine(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        # the psycopg (3) driver, whatever the URL's scheme says
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _tune_sqlite)
     return engine
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Any constant: serialises schema upgrades of storage processes sharing a database.
+_MIGRATION_LOCK = 0x696D6770
+
+
+def migrate(engine):
+    """Bring the schema to the newest revision (Alembic), once per database."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
 
 
 def _tune_sqlite(dbapi_connection, _record):
@@ -85,7 +107,7 @@ class Catalog:
     @classmethod
     def from_url(cls, url):
         catalog = cls(make_engine(url))
-        metadata.create_all(catalog.engine)
+        migrate(catalog.engine)
         return catalog
 
     # -- images -----------------------------------------------------------
@@ -105,8 +127,8 @@ class Catalog:
                     height=info["height"], frames=info.get("frames", 1),
                     bytes=size, status=PENDING, error=None, attempts=0,
                     created_at=now, updated_at=now,
-                )
-            ).rowcount == 1
+                ).returning(images.c.id)
+            ).first() is not None
             if not inserted:
                 conn.execute(
                     images.update()
@@ -211,8 +233,8 @@ class Catalog:
             inserted = conn.execute(
                 _insert_ignore(conn, variants).values(
                     image_id=image_id, preset=preset, writes=1,
-                    created_at=self.clock(), **values)
-            ).rowcount == 1
+                    created_at=self.clock(), **values).returning(variants.c.preset)
+            ).first() is not None
             if not inserted and replace:
                 conn.execute(
                     variants.update()
@@ -224,7 +246,8 @@ class Catalog:
 
 
 def _insert_ignore(conn, table):
-    # INSERT .. ON CONFLICT DO NOTHING, spelled per dialect.
+    # INSERT .. ON CONFLICT DO NOTHING, spelled per dialect; callers add
+    # RETURNING to learn whether the row was new (rowcount is not portable).
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:

@@ -48,3 +48,32 @@ def wait_for_status(web, image_id, statuses=("done", "failed"), timeout=30.0):
         time.sleep(0.05)
     raise AssertionError("image {} did not reach {} within {} s; last: {}".format(
         image_id, statuses, timeout, body))
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class ScratchDatabase:
+    """A PostgreSQL database created for one test and dropped afterwards."""
+
+    def __init__(self, admin_url=None):
+        import os
+        import uuid
+
+        self.admin_url = admin_url or os.environ.get("TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
+        self.name = "imagepipe_test_{}".format(uuid.uuid4().hex[:10])
+        self.url = self.admin_url.rsplit("/", 1)[0] + "/" + self.name
+
+    def _admin(self, statement):
+        import psycopg
+
+        with psycopg.connect(self.admin_url.replace("postgresql://", "postgres://", 1),
+                             autocommit=True) as conn:
+            conn.execute(statement)
+
+    def __enter__(self):
+        self._admin('CREATE DATABASE "{}"'.format(self.name))
+        return self
+
+    def __exit__(self, *exc):
+        self._admin('DROP DATABASE IF EXISTS "{}" WITH (FORCE)'.format(self.name))

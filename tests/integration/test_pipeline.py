@@ -223,3 +223,22 @@ def test_api_keys_when_configured(runner_factory, pipeline_config, web):
     assert response.status_code == 202
     status = web.get(response.headers["Location"], headers={"Authorization": "Bearer first-key"})
     assert status.status_code == 200
+
+
+def test_pipeline_on_postgresql(runner_factory, pipeline_config, web):
+    """The same services with the catalog in PostgreSQL: configuration only."""
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+    from tests.helpers import ScratchDatabase
+
+    with ScratchDatabase() as database:
+        pipeline_config["STORAGE_DB"] = database.url
+        runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+        runner.start()
+        response = upload(web, make_jpeg(1200, 900))
+        assert response.status_code == 202
+        status = wait_for_status(web, response.json()["id"])
+        assert status["status"] == "done"
+        assert decode(web.get(status["variants"]["medium"]["url"]).content).size == (1024, 768)
+        runner.stop()

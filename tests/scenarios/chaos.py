@@ -147,12 +147,17 @@ def wait_until_finished(base_url, ids, timeout):
     return final, pending
 
 
-def storage_audit(storage_root):
+def storage_audit(storage_root, storage_db=None):
     """Rendition write counts and orphaned or half-written blobs, from the disk."""
+    from imagepipe.catalog import make_engine
+    from imagepipe.settings import default_db_url
+
     root = Path(storage_root)
-    with sqlite3.connect(str(root / "catalog.sqlite3")) as db:
-        writes = db.execute("SELECT image_id, preset, writes FROM variants").fetchall()
-        known_images = {row[0] for row in db.execute("SELECT id FROM images")}
+    engine = make_engine(storage_db or default_db_url(str(root)))
+    with engine.connect() as db:
+        writes = db.exec_driver_sql("SELECT image_id, preset, writes FROM variants").fetchall()
+        known_images = {row[0] for row in db.exec_driver_sql("SELECT id FROM images")}
+    engine.dispose()
     known_variants = {(image_id, preset) for image_id, preset, _ in writes}
     temporary = [str(path) for path in root.rglob(".tmp-*")]
     orphans = [str(path) for path in (root / "variants").rglob("*")
@@ -195,7 +200,8 @@ def run(args):
         port = free_port()
         base_url = "http://127.0.0.1:{}".format(port)
         env = service_env(vhost.amqp_uri, storage_root, port, RPC_TIMEOUT=5, STALLED_AFTER=30,
-                          SWEEP_INTERVAL=5, JOB_RETRY_DELAYS="1,2,5", JOB_MAX_ATTEMPTS=10)
+                          SWEEP_INTERVAL=5, JOB_RETRY_DELAYS="1,2,5", JOB_MAX_ATTEMPTS=10,
+                          STORAGE_DB=args.storage_db or "")
         imaging_env = dict(env, MAX_WORKERS="2")
         cluster = {
             "storage": ServiceProcess("services.storage", env, workdir),
@@ -233,7 +239,7 @@ def run(args):
         finally:
             for process in everything:
                 process.kill()
-        audit = storage_audit(storage_root)
+        audit = storage_audit(storage_root, args.storage_db)
 
     expected_by_id = {}
     for image_id, expected in accepted:
@@ -256,6 +262,7 @@ def run(args):
         "seconds_to_drain": round(drained - uploads_done, 1),
         "max_shutdown_seconds": max(shutdown.values()),
         "shutdown_seconds": shutdown,
+        "catalog": "postgresql" if args.storage_db else "sqlite",
         "logs": str(workdir),
     }
     ok = (not pending and not wrong and not audit["duplicated"] and not audit["orphans"]
@@ -272,7 +279,7 @@ def run(args):
 def print_table(summary):
     rows = [(key, summary[key]) for key in (
         "uploads_accepted", "distinct_images", "expected_failed", "imaging_kills",
-        "storage_restarts", "broker_restarts", "client_retries", "lost", "wrong_status",
+        "storage_restarts", "broker_restarts", "client_retries", "catalog", "lost", "wrong_status",
         "duplicated_renditions", "orphaned_blobs", "temporary_files", "queues_not_empty",
         "seconds_uploading", "seconds_to_drain", "max_shutdown_seconds", "ok")]
     width = max(len(key) for key, _ in rows)
@@ -295,13 +302,24 @@ def parse_args(argv=None):
                         help="seconds over which uploads and chaos are spread")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--storage-db", default=None,
+                        help="SQLAlchemy URL of the catalog (default: SQLite in the storage folder)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="run against a scratch PostgreSQL database (TEST_POSTGRES_URL)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    summary = run(args)
+    if args.postgres:
+        from tests.helpers import ScratchDatabase
+
+        with ScratchDatabase() as database:
+            args.storage_db = database.url
+            summary = run(args)
+    else:
+        summary = run(args)
     print_table(summary)
     if args.json:
         print(json.dumps(summary))
