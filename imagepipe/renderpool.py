@@ -31,10 +31,11 @@ class WorkerLost(Exception):
 
 
 class RenderPool:
-    def __init__(self, size=2, timeout=60.0, memory_limit_mb=1024, render_kwargs=None):
+    def __init__(self, size=2, timeout=60.0, memory_limit_mb=1024, render_kwargs=None, nice=0):
         self.size = size
         self.timeout = timeout
         self.memory_limit_mb = memory_limit_mb
+        self.nice = nice
         self.render_kwargs = dict(render_kwargs or {})
         self._idle = queue.LifoQueue()
         self._workers = set()
@@ -64,7 +65,7 @@ class RenderPool:
             self._retire(worker)
 
     def _spawn(self):
-        worker = Worker(self.memory_limit_mb)
+        worker = Worker(self.memory_limit_mb, self.nice)
         self._workers.add(worker)
         return worker
 
@@ -88,11 +89,11 @@ class Worker:
     timeout on every send and receive is what bounds a job.
     """
 
-    def __init__(self, memory_limit_mb):
+    def __init__(self, memory_limit_mb, nice=0):
         self.sock, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "imagepipe.renderworker", str(memory_limit_mb)],
+                [sys.executable, "-m", "imagepipe.renderworker", str(memory_limit_mb), str(nice)],
                 stdin=theirs.fileno(), stdout=theirs.fileno(), close_fds=True)
 
     @property

@@ -50,6 +50,9 @@ def serve(stdin, stdout):
 
 def main():
     _limit_memory(int(sys.argv[1]))
+    # Rendering yields the CPU to the gateway and storage on the same host,
+    # so uploads are answered at once even while every core renders.
+    os.nice(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     # eventlet in the parent may have made our socket non-blocking
     os.set_blocking(sys.stdin.fileno(), True)
     # the socket carries frames only: anything a library prints goes to stderr

@@ -43,6 +43,7 @@ class Settings:
     render_workers: int = 2
     render_timeout: float = 60.0
     render_memory_mb: int = 1024
+    render_nice: int = 10
     api_keys: tuple = field(default=(), repr=False)
 
     @classmethod
@@ -77,6 +78,8 @@ class Settings:
             render_workers=int(config.get("RENDER_WORKERS") or cls.render_workers),
             render_timeout=float(config.get("RENDER_TIMEOUT") or cls.render_timeout),
             render_memory_mb=int(config.get("RENDER_MEMORY_MB") or cls.render_memory_mb),
+            render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
+                            else cls.render_nice),
             api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
         )
 

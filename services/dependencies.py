@@ -66,7 +66,7 @@ class Renderer(DependencyProvider):
         settings = Settings.from_config(self.container.config)
         self.pool = RenderPool(
             size=settings.render_workers, timeout=settings.render_timeout,
-            memory_limit_mb=settings.render_memory_mb,
+            memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
             render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels})
 
     def stop(self):

@@ -91,3 +91,13 @@ def test_two_jobs_at_once_use_two_workers():
         assert len(pool._workers) == 2
     finally:
         pool.close()
+
+
+def test_workers_run_at_the_configured_niceness():
+    pool = RenderPool(size=1, timeout=30, nice=7)
+    try:
+        pool.render(make_jpeg(32, 32), PRESETS)
+        (pid,) = worker_pids(pool)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+    finally:
+        pool.close()
