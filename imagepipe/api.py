@@ -1,4 +1,5 @@
 """The JSON shapes of the HTTP API, built from storage records."""
+from urllib.parse import urlencode
 
 
 def image_links(image_id, base_url=""):
@@ -41,6 +42,15 @@ def image_status(record, base_url=""):
         "updated_at": record["updated_at"],
         "links": links,
     }
+
+
+def image_list(page, limit, base_url=""):
+    """``GET /images``: a page of statuses, newest first, and the next page's link."""
+    next_link = None
+    if page["next"]:
+        next_link = "{}/images?{}".format(base_url, urlencode({"limit": limit, "cursor": page["next"]}))
+    return {"images": [image_status(record, base_url) for record in page["images"]],
+            "next": next_link}
 
 
 def upload_accepted(record, base_url=""):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-from imagepipe.errors import NotFound
+from imagepipe.errors import BadRequest, NotFound
 
 PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
 STATUSES = (PENDING, PROCESSING, DONE, FAILED)
@@ -151,13 +151,25 @@ class Catalog:
             ).mappings().all()
         return _image_record(row, variant_rows)
 
-    def list_images(self, limit=20, before=None):
-        query = images.select().order_by(images.c.created_at.desc(), images.c.id)
-        if before is not None:
-            query = query.where(images.c.created_at < before)
+    def list_images(self, limit=20, cursor=None):
+        """Newest first; return ``(records, next cursor or None)``.
+
+        Keyset pagination on (created_at, id): pages stay stable while new
+        images arrive, and images uploaded in the same instant are not lost.
+        """
+        query = images.select().order_by(images.c.created_at.desc(), images.c.id).limit(limit + 1)
+        if cursor is not None:
+            created_at, image_id = _parse_cursor(cursor)
+            query = query.where(sa.or_(
+                images.c.created_at < created_at,
+                sa.and_(images.c.created_at == created_at, images.c.id > image_id)))
         with self.engine.connect() as conn:
-            rows = conn.execute(query.limit(limit)).mappings().all()
-        return [self.get_image(row["id"]) for row in rows]
+            rows = conn.execute(query).mappings().all()
+        page = rows[:limit]
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = "{!r}_{}".format(page[-1]["created_at"], page[-1]["id"])
+        return [self.get_image(row["id"]) for row in page], next_cursor
 
     def start_processing(self, image_id, retry_failed=False):
         """Claim the image for a processing attempt and count the attempt.
@@ -243,6 +255,14 @@ class Catalog:
                 )
                 return True
         return inserted
+
+
+def _parse_cursor(cursor):
+    try:
+        created_at, image_id = str(cursor).split("_", 1)
+        return float(created_at), image_id
+    except ValueError:
+        raise BadRequest("invalid cursor {!r}".format(str(cursor)[:80])) from None
 
 
 def _insert_ignore(conn, table):

@@ -45,8 +45,10 @@ class ImageStore:
     def get_image(self, image_id):
         return self.catalog.get_image(check_image_id(image_id))
 
-    def list_images(self, limit=20, before=None):
-        return self.catalog.list_images(limit=max(1, min(int(limit), 100)), before=before)
+    def list_images(self, limit=20, cursor=None):
+        """``{"images": [...newest first], "next": cursor of the next page or None}``."""
+        records, next_cursor = self.catalog.list_images(max(1, min(int(limit), 100)), cursor)
+        return {"images": records, "next": next_cursor}
 
     def start_processing(self, image_id, retry_failed=False):
         return self.catalog.start_processing(check_image_id(image_id), retry_failed)

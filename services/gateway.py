@@ -4,14 +4,13 @@ An upload is sniffed (header only), handed to storage, announced with an
 ``image_uploaded`` event and answered with 202 -- no pixel is decoded here.
 Everything else is a read through storage.
 """
-import json
 from dataclasses import asdict
 
 import kombu
 from werkzeug.wrappers import Response
 
 from imagepipe import api, images
-from imagepipe.errors import NotFound
+from imagepipe.errors import BadRequest
 from imagepipe.ids import check_image_id, check_preset_name
 from imagepipe.uploads import read_upload
 from services.dependencies import Config, JobDispatcher, StorageRpc
@@ -39,6 +38,12 @@ class GatewayService:
             self.dispatch(JOB_EVENT, {"id": record["id"]})
         body = api.upload_accepted(record, self.config.public_url)
         return json_response(body, status=202, headers={"Location": body["links"]["self"]})
+
+    @http("GET", "/images")
+    def list_images(self, request):
+        limit = parse_limit(request.args.get("limit"))
+        page = self.storage.list_images(limit, request.args.get("cursor"))
+        return json_response(api.image_list(page, limit, self.config.public_url))
 
     @http("GET", "/images/<image_id>")
     def image_status(self, request, image_id):
@@ -70,3 +75,15 @@ class GatewayService:
             return error_response("broker_unreachable", "cannot reach the message broker: {}".format(
                 type(exc).__name__), 503, {"Retry-After": "5"})
         return json_response({"status": "ok", "broker": "ok"})
+
+
+def parse_limit(value, default=20, maximum=100):
+    if value is None:
+        return default
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= maximum:
+        raise BadRequest("limit must be a whole number from 1 to {}".format(maximum))
+    return limit

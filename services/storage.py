@@ -28,8 +28,8 @@ class StorageService:
         return self.store.get_image(image_id)
 
     @rpc
-    def list_images(self, limit=20, before=None):
-        return self.store.list_images(limit, before)
+    def list_images(self, limit=20, cursor=None):
+        return self.store.list_images(limit, cursor)
 
     @rpc
     def get_original(self, image_id):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.gateway import GatewayService

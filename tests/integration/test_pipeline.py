@@ -1,9 +1,8 @@
 """The whole flow over real HTTP, real RabbitMQ (own vhost) and real Pillow."""
 import io
-import json
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from tests.helpers import make_jpeg, make_png, wait_for_status
 
@@ -242,3 +241,18 @@ def test_pipeline_on_postgresql(runner_factory, pipeline_config, web):
         assert status["status"] == "done"
         assert decode(web.get(status["variants"]["medium"]["url"]).content).size == (1024, 768)
         runner.stop()
+
+
+def test_recent_images_newest_first_paginated(pipeline, web):
+    ids = [upload(web, make_jpeg(50 + index, 40)).json()["id"] for index in range(5)]
+    seen, url = [], "/images?limit=2"
+    while url:
+        response = web.get(url)
+        assert response.status_code == 200
+        body = response.json()
+        assert len(body["images"]) <= 2
+        seen += [image["id"] for image in body["images"]]
+        url = body["next"]
+    assert seen == list(reversed(ids))
+    assert web.get("/images?limit=0").status_code == 400
+    assert web.get("/images?cursor=forged").json()["error"] == "bad_request"

@@ -19,7 +19,6 @@ import argparse
 import io
 import json
 import random
-import sqlite3
 import sys
 import tempfile
 import threading

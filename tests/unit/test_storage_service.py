@@ -27,7 +27,7 @@ def test_rpc_methods_round_trip(service):
     service.put_variant(image_id, "thumb", b"webp bytes", meta)
     assert service.get_variant(image_id, "thumb")[0] == b"webp bytes"
     assert service.finish(image_id, "done")["status"] == "done"
-    assert [image["id"] for image in service.list_images()] == [image_id]
+    assert [image["id"] for image in service.list_images()["images"]] == [image_id]
 
 
 def test_sweeper_redispatches_stalled_images(service):

@@ -127,15 +127,27 @@ def test_stalled_images_are_found_by_age(tmp_path):
     assert catalog.stalled_image_ids(older_than=400) == []
 
 
-def test_list_images_newest_first(tmp_path):
+def test_list_images_newest_first_in_stable_pages(store):
     now = [1000.0]
-    catalog = Catalog.from_url("sqlite:///{}".format(tmp_path / "c.sqlite3"))
-    catalog.clock = lambda: now[0]
-    for letter in "abc":
-        now[0] += 1
-        catalog.add_image(letter * 32, letter * 64, INFO, 1)
-    assert [record["id"][0] for record in catalog.list_images(limit=2)] == ["c", "b"]
-    assert [record["id"][0] for record in catalog.list_images(before=1002.0)] == ["a"]
+    store.catalog.clock = lambda: now[0]
+    for index, letter in enumerate("abcde"):
+        now[0] = 1000.0 + index // 2  # pairs share a timestamp
+        store.put_original(letter.encode() * 3, INFO)
+    seen, cursor = [], None
+    while True:
+        page = store.list_images(limit=2, cursor=cursor)
+        seen += [record["id"] for record in page["images"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 5
+    stamps = [store.get_image(image_id)["created_at"] for image_id in seen]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+def test_list_images_rejects_a_forged_cursor(store):
+    with pytest.raises(BadRequest):
+        store.list_images(cursor="not-a-cursor")
 
 
 def test_operator_retry_restarts_a_failed_image_only_when_asked(store):
