@@ -10,7 +10,7 @@ import kombu
 from werkzeug.wrappers import Response
 
 from imagepipe import api, images
-from imagepipe.errors import BadRequest
+from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
 from imagepipe.uploads import read_upload
 from services.dependencies import Config, JobDispatcher, StorageRpc
@@ -52,18 +52,22 @@ class GatewayService:
 
     @http("GET", "/images/<image_id>/<name>")
     def image_bytes(self, request, image_id, name):
-        check_image_id(image_id)
+        record = self.storage.get_image(check_image_id(image_id))
         if name == ORIGINAL:
-            record = self.storage.get_image(image_id)
-            data = self.storage.get_original(image_id)
-            mime_type, etag, cache = record["original"]["mime_type"], record["original"]["sha256"], IMMUTABLE
+            meta, cache = record["original"], IMMUTABLE
         else:
-            check_preset_name(name)
-            data, variant = self.storage.get_variant(image_id, name)
-            mime_type, etag, cache = variant["mime_type"], variant["sha256"], LONG_LIVED
-        response = Response(data, mimetype=mime_type, headers={
-            "Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
-        response.set_etag(etag)
+            meta, cache = record["variants"].get(check_preset_name(name)), LONG_LIVED
+            if meta is None:
+                raise NotFound("image {} has no rendition {!r}".format(image_id, name))
+        headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+        if meta["sha256"] in request.if_none_match:
+            # revalidation: answer before fetching the bytes from storage
+            response = Response(status=304, headers=headers)
+        else:
+            data = (self.storage.get_original(image_id) if name == ORIGINAL
+                    else self.storage.get_variant(image_id, name)[0])
+            response = Response(data, mimetype=meta["mime_type"], headers=headers)
+        response.set_etag(meta["sha256"])
         return response.make_conditional(request)
 
     @http("GET", "/health", public=True)
