@@ -27,6 +27,7 @@ run: venv broker
 # short scenario runs.  `nameko test` is pytest with eventlet monkey-patched.
 test: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
+	scripts/ensure-postgres.sh
 	$(BIN)/nameko test tests $(PYTEST_ARGS)
 
 test-unit: venv
@@ -34,6 +35,7 @@ test-unit: venv
 
 test-integration: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
+	scripts/ensure-postgres.sh
 	$(BIN)/nameko test tests/integration $(PYTEST_ARGS)
 
 clean:
