@@ -1,0 +1,1 @@
+"""Performance benchmark of the image pipeline: ``python -m bench.run``."""

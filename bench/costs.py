@@ -1,0 +1,117 @@
+"""What one image costs outside Pillow, measured in this process.
+
+* ``message_sizes``: the AMQP message bodies one upload causes, by counting:
+  the same calls the services make (``put_original``, ``start_processing``,
+  ``get_original``, ``put_variant`` per preset, ``finish``, the two events),
+  with real records from an ``ImageStore`` in a scratch folder, serialized
+  with the serializer config.yaml names, through kombu as nameko does (with
+  JSON, bytes become base64 strings; msgpack carries them raw).
+  AMQP headers and framing are not included; the broker-measured octets are.
+* ``step_times``: the time of the non-Pillow steps on the way -- serializing
+  the bytes (dumps and loads, with the configured serializer and with JSON),
+  SHA-256, a blob write with and without fsync, a whole ``put_original``.
+"""
+import tempfile
+import time
+from dataclasses import asdict
+
+from kombu import serialization
+
+from bench import config as bench_config
+from imagepipe import images as pipeline_images
+from imagepipe.blobstore import FileBlobStore
+from imagepipe.ids import content_sha256
+from imagepipe.settings import Settings
+from imagepipe.store import ImageStore
+
+
+def _dumps(payload, serializer):
+    return serialization.dumps(payload, serializer=serializer)
+
+
+def _size(payload, serializer):
+    return len(_dumps(payload, serializer)[2])
+
+
+def _store(folder):
+    return ImageStore.from_settings(Settings.from_config({"STORAGE_ROOT": folder}))
+
+
+def message_sizes(data, serializer=None):
+    """[(message, bytes)] for one upload of ``data`` through the pipeline."""
+    serializer = serializer or bench_config.serializer()
+    presets = bench_config.presets()
+    size = lambda payload: _size(payload, serializer)
+    request = lambda *args: size({"args": list(args), "kwargs": {}})
+    reply = lambda result: size({"result": result, "error": None})
+    info = asdict(pipeline_images.probe(data))
+    renditions = pipeline_images.render(data, presets)
+    with tempfile.TemporaryDirectory(prefix="bench-costs-") as folder:
+        store = _store(folder)
+        record, created = store.put_original(data, info)
+        image_id = record["id"]
+        messages = [
+            ("gateway->storage put_original (request)", request(data, info)),
+            ("storage->gateway put_original (reply)", reply([record, created])),
+            ("gateway event image_uploaded", size({"id": image_id})),
+            ("imaging->storage start_processing (request)", request(image_id, False)),
+            ("storage->imaging start_processing (reply)", reply(store.start_processing(image_id))),
+            ("imaging->storage get_original (request)", request(image_id)),
+            ("storage->imaging get_original (reply)", reply(store.get_original(image_id))),
+        ]
+        for rendition in renditions:
+            meta = {"format": rendition.format, "mime_type": rendition.mime_type,
+                    "width": rendition.width, "height": rendition.height}
+            messages.append(("imaging->storage put_variant {} (request)".format(rendition.preset),
+                             request(image_id, rendition.preset, rendition.data, meta, False)))
+            messages.append(("storage->imaging put_variant {} (reply)".format(rendition.preset),
+                             reply(store.put_variant(image_id, rendition.preset, rendition.data, meta))))
+        finished = store.finish(image_id, "done")
+        messages += [
+            ("imaging->storage finish (request)", request(image_id, "done")),
+            ("storage->imaging finish (reply)", reply(finished)),
+            ("imaging event image_processed", size(
+                {"id": image_id, "status": "done", "error": None, "changed": True,
+                 "rendered": [p.name for p in presets], "seconds": 0.123})),
+        ]
+    return messages
+
+
+def summarize_messages(messages, original_bytes):
+    total = sum(size for _, size in messages)
+    events = sum(size for name, size in messages if " event " in name)
+    return {"messages": len(messages), "body_bytes": total, "event_bytes": events,
+            "original_bytes": original_bytes, "ratio_to_original": total / original_bytes}
+
+
+def _timed(func, repeat=5):
+    """Best-of-``repeat`` seconds of ``func()`` (the machine is noisy)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def step_times(data, serializer=None):
+    """{step: milliseconds} for one original of ``data``."""
+    serializer = serializer or bench_config.serializer()
+    info = asdict(pipeline_images.probe(data))
+    request = {"args": [data, info], "kwargs": {}}
+    steps = {"probe (header only)": _timed(lambda: pipeline_images.probe(data))}
+    for name in dict.fromkeys([serializer, "json"]):
+        content_type, encoding, body = _dumps(request, name)
+        steps["{} dumps".format(name)] = _timed(lambda: _dumps(request, name))
+        steps["{} loads".format(name)] = _timed(lambda: serialization.loads(
+            body, content_type, encoding, accept=[content_type]))
+    steps["sha256"] = _timed(lambda: content_sha256(data))
+    with tempfile.TemporaryDirectory(prefix="bench-costs-", dir=".") as folder:
+        durable, fast = FileBlobStore(folder + "/a"), FileBlobStore(folder + "/b", fsync=False)
+        counter = iter(range(10**6))
+        steps["blob put, fsync"] = _timed(lambda: durable.put("k/{}".format(next(counter)), data))
+        steps["blob put, no fsync"] = _timed(lambda: fast.put("k/{}".format(next(counter)), data))
+        stores = iter([_store(folder + "/s{}".format(index)) for index in range(3)])
+        steps["put_original (blob+catalog, fsync)"] = _timed(
+            lambda: next(stores).put_original(data, info), 3)
+    return {name: seconds * 1000 for name, seconds in steps.items()}
