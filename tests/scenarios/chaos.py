@@ -223,7 +223,9 @@ def run(args):
 
             def client(item):
                 index, (data, expected) = item
-                time.sleep(pause * (index // CLIENTS) - (time.monotonic() - started) if index >= CLIENTS else 0)
+                # spread uploads over --duration; a client running behind schedule goes on at once
+                due = started + pause * (index // CLIENTS)
+                time.sleep(max(0.0, due - time.monotonic()))
                 return upload_until_accepted(base_url, data, stats), expected
 
             with ThreadPoolExecutor(CLIENTS) as pool:
