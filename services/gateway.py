@@ -10,6 +10,7 @@ import kombu
 from werkzeug.wrappers import Response
 
 from imagepipe import api, images
+from imagepipe.catalog import PENDING
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
 from imagepipe.uploads import read_upload
@@ -34,7 +35,10 @@ class GatewayService:
         data, _fields = read_upload(request, self.config.max_upload_bytes)
         info = images.probe(data, self.config.allowed_formats, self.config.max_pixels)
         record, _created = self.storage.put_original(data, asdict(info))
-        if record["status"] != "done":
+        # Pending: new, reset after a failure, or an earlier dispatch failed.
+        # A re-upload of an image being processed needs no second job: a crash
+        # redelivers the first, and the storage sweeper heals a lost one.
+        if record["status"] == PENDING:
             self.dispatch(JOB_EVENT, {"id": record["id"]})
         body = api.upload_accepted(record, self.config.public_url)
         return json_response(body, status=202, headers={"Location": body["links"]["self"]})
