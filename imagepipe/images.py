@@ -38,6 +38,7 @@ from typing import NamedTuple
 from PIL import Image, ImageCms
 
 from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
+from imagepipe.ids import RESERVED_NAMES
 
 DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
 OUTPUT_FORMATS = ("webp", "jpeg", "png", "avif")
@@ -54,7 +55,8 @@ _OUTPUT_MIME = {
     "avif": "image/avif",
 }
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_RESERVED_NAMES = ("original", "events")  # path segments the storage API uses
+# /images/<id>/original and /images/<id>/events are routes, not renditions
+_RESERVED_NAMES = RESERVED_NAMES
 _FITS = ("contain", "cover")
 _MAX_SIDE = 10_000
 _PRESET_KEYS = ("width", "height", "fit", "format", "quality")

@@ -45,6 +45,9 @@ class Settings:
     render_memory_mb: int = 1024
     render_nice: int = 10
     api_keys: tuple = field(default=(), repr=False)
+    # live status streams (GET /images/<id>/events)
+    live_recheck_interval: float = 15.0
+    live_max_seconds: float = 300.0
 
     @classmethod
     def from_config(cls, config):
@@ -81,6 +84,8 @@ class Settings:
             render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
                             else cls.render_nice),
             api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
+            live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
+            live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
         )
 
     def preset(self, name):
@@ -92,6 +97,13 @@ class Settings:
     @property
     def preset_names(self):
         return tuple(preset.name for preset in self.presets)
+
+
+def _positive(config, key, default):
+    value = float(config.get(key) or default)
+    if value <= 0:
+        raise ValueError("{} must be a positive number of seconds, got {!r}".format(key, config.get(key)))
+    return value
 
 
 def default_db_url(storage_root):

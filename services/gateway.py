@@ -18,6 +18,14 @@ from services.dependencies import Config, JobDispatcher, StorageRpc
 from services.http import error_response, http, json_response
 from services.topology import JOB_EVENT
 
+# live status and the web page
+from nameko.events import BROADCAST, event_handler
+from imagepipe.webpage import PAGE, WebAssets, security_headers
+from services.live import LiveStatus
+from services.topology import PROCESSED_EVENT
+
+WEB_ASSETS = WebAssets()  # read once at import; the files never change at run time
+
 ORIGINAL = "original"
 IMMUTABLE = "public, max-age=31536000, immutable"
 LONG_LIVED = "public, max-age=31536000"
@@ -83,6 +91,35 @@ class GatewayService:
             return error_response("broker_unreachable", "cannot reach the message broker: {}".format(
                 type(exc).__name__), 503, {"Retry-After": "5"})
         return json_response({"status": "ok", "broker": "ok"})
+
+    # --- live status and the web page -------------------------------------
+    live = LiveStatus()
+
+    @http("GET", "/images/<image_id>/events")
+    def image_events(self, request, image_id):
+        check_image_id(image_id)
+        return self.live.open_stream(request, image_id, lambda: self.storage.get_image(image_id))
+
+    # Every gateway process gets every event (its own auto-delete queue):
+    # the streams waiting for an image may be open on any of them.
+    @event_handler("imaging", PROCESSED_EVENT, handler_type=BROADCAST, reliable_delivery=False)
+    def image_processed(self, event):
+        self.live.notify(event["id"])
+
+    @http("GET", "/", public=True)
+    def web_page(self, request):
+        return self._web_asset(request, PAGE)
+
+    @http("GET", "/static/<name>", public=True)
+    def web_static(self, request, name):
+        return self._web_asset(request, name)
+
+    def _web_asset(self, request, name):
+        asset = WEB_ASSETS.get(name)
+        response = Response(asset.data, content_type=asset.content_type,
+                            headers=security_headers(self.config.public_url))
+        response.set_etag(asset.etag)
+        return response.make_conditional(request)
 
 
 def parse_limit(value, default=20, maximum=100):
