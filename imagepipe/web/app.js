@@ -161,7 +161,7 @@ function upload({ file, row, bar, state }) {
       if (xhr.status === 202 && body) {
         bar.value = 1;
         row.classList.add("accepted");
-        state.textContent = "uploaded · " + body.status;
+        state.textContent = "uploaded ✓";
         showImage(body.id);
       } else {
         row.classList.add("failed");
@@ -254,9 +254,9 @@ function render(card, status) {
   const meta = element("div", "card-meta");
   meta.append(element("span", "badge " + status.status, status.status));
   const original = status.original;
-  meta.append(element("span", "card-dims",
-    original.width + "×" + original.height + " " + original.format + " · " + formatBytes(original.bytes)));
-  const parts = [thumb, meta, element("div", "card-time", formatTime(status.created_at))];
+  meta.append(element("span", "card-dims", original.width + "×" + original.height + " " + original.format));
+  const time = formatBytes(original.bytes) + " · " + formatTime(status.created_at);
+  const parts = [thumb, meta, element("div", "card-time", time)];
   if (status.error) parts.push(element("p", "card-error", status.error));
   button.replaceChildren(...parts);
   button.title = status.error || status.id;
@@ -395,7 +395,7 @@ function fillDetails(status) {
     linkCell.append(link);
     row.append(
       element("td", "", name),
-      element("td", "", info.format),
+      element("td", "", info.format.toUpperCase()),
       element("td", "num", info.width + " × " + info.height),
       element("td", "num", formatBytes(info.bytes)),
       linkCell,
