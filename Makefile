@@ -28,6 +28,7 @@ run: venv broker
 test: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
 	scripts/ensure-postgres.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/nameko test tests $(PYTEST_ARGS)
 
 test-unit: venv

@@ -20,10 +20,11 @@ Exits 1 with a message on any failure (a wait timing out, a page error).
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 TERMINAL = ("done", "failed")
 
 

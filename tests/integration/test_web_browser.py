@@ -1,6 +1,6 @@
 """The web page end to end in real headless Chromium: upload, watch live, inspect.
 
-Debian's ``/usr/bin/chromium`` driven by Playwright (``.ci/run`` installs it);
+Debian's ``/usr/bin/chromium`` driven by Playwright (``make test`` installs it);
 without it this test fails, it does not skip.  The browser runs in its own
 process (``tests/browser/page_driver.py``) because Playwright cannot run under
 eventlet.
@@ -74,7 +74,7 @@ def test_upload_watch_and_inspect_in_a_real_browser(
         runner_factory, pipeline_config, base_url, web, tmp_path, api_key):
     assert Path(CHROMIUM).is_file(), (
         "{} is missing: the browser test needs Debian's chromium "
-        "(apt-get install chromium; .ci/run installs it)".format(CHROMIUM))
+        "(apt-get install chromium, or set CHROMIUM; make test installs it)".format(CHROMIUM))
     names = list(FILES)
     screenshot_dir = tmp_path
     if os.environ.get("WEB_SCREENSHOT_DIR") and not api_key:
