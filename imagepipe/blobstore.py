@@ -7,6 +7,7 @@ fsynced), so a crash leaves either the old blob or the new one, never half.
 import os
 import tempfile
 
+from imagepipe.blobs import BlobStore
 from imagepipe.errors import NotFound
 from imagepipe.ids import check_image_id, check_preset_name
 
@@ -22,7 +23,7 @@ def variant_key(image_id, preset):
     return "variants/{}/{}/{}".format(image_id[:2], image_id, preset)
 
 
-class FileBlobStore:
+class FileBlobStore(BlobStore):
     def __init__(self, root, fsync=True):
         self.root = os.path.abspath(root)
         self.fsync = fsync
@@ -36,7 +37,8 @@ class FileBlobStore:
             raise NotFound("invalid blob key")
         return path
 
-    def put(self, key, data):
+    def put(self, key, data, content_type="application/octet-stream", sha256=None):
+        # The catalog records content type and SHA-256; a file needs neither.
         path = self._path(key)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)

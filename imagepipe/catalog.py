@@ -8,6 +8,7 @@ deliveries of the same job can neither move an image backwards nor lose an
 update.  The one way back is a re-upload of the same bytes after a failure,
 which resets the image to ``pending`` so it is tried again.
 """
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,7 +64,14 @@ def make_engine(url):
     engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _tune_sqlite)
+        _make_sqlite_folder(engine.url.database)
     return engine
+
+
+def _make_sqlite_folder(database):
+    # With blobs in S3 nothing else creates STORAGE_ROOT for the default file.
+    if database and database != ":memory:" and not database.startswith("file:"):
+        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")

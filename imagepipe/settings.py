@@ -7,6 +7,7 @@ one place and misconfiguration fails at start-up, not on the first upload.
 import os
 from dataclasses import dataclass, field
 
+from imagepipe.blobs import BlobSettings
 from imagepipe.images import DEFAULT_FORMATS, Preset
 
 DEFAULT_PRESETS = {
@@ -48,6 +49,8 @@ class Settings:
     # live status streams (GET /images/<id>/events)
     live_recheck_interval: float = 15.0
     live_max_seconds: float = 300.0
+    # where blobs live: files under storage_root, or S3 (BLOB_STORE, S3_*)
+    blobs: BlobSettings = BlobSettings()
 
     @classmethod
     def from_config(cls, config):
@@ -86,6 +89,7 @@ class Settings:
             api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
             live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
             live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
+            blobs=BlobSettings.from_config(config),
         )
 
     def preset(self, name):

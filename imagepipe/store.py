@@ -4,7 +4,8 @@ Every write is idempotent.  An original is keyed by its content hash; a
 rendition by (image, preset).  Writing what is already there is a no-op, so a
 job delivered twice writes each rendition once.
 """
-from imagepipe.blobstore import FileBlobStore, original_key, variant_key
+from imagepipe.blobs import open_blob_store
+from imagepipe.blobstore import original_key, variant_key
 from imagepipe.catalog import Catalog
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
@@ -18,7 +19,7 @@ class ImageStore:
     @classmethod
     def from_settings(cls, settings):
         return cls(
-            FileBlobStore(settings.storage_root),
+            open_blob_store(settings.blobs, settings.storage_root),
             Catalog.from_url(settings.storage_db),
         )
 
@@ -34,7 +35,7 @@ class ImageStore:
         image_id = image_id_for(sha256)
         key = original_key(image_id)
         if not self.blobs.exists(key):
-            self.blobs.put(key, data)
+            self.blobs.put(key, data, info["mime_type"], sha256)
         return self.catalog.add_image(image_id, sha256, info, len(data))
 
     def get_original(self, image_id):
@@ -62,8 +63,8 @@ class ImageStore:
         check_preset_name(preset)
         if not replace and self.catalog.has_variant(image_id, preset):
             return self.get_image(image_id)["variants"][preset]
-        self.blobs.put(variant_key(image_id, preset), data)
         meta = dict(meta, bytes=len(data), sha256=content_sha256(data))
+        self.blobs.put(variant_key(image_id, preset), data, meta["mime_type"], meta["sha256"])
         self.catalog.add_variant(image_id, preset, meta, replace=replace)
         return self.get_image(image_id)["variants"][preset]
 

@@ -66,3 +66,27 @@ def pipeline(runner_factory, pipeline_config):
     runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
     runner.start()
     return runner
+
+
+# -- a real S3-compatible server (SeaweedFS), for the S3 blob backend -------
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One SeaweedFS for the session; a test that needs it fails if it cannot start."""
+    from tests.s3server import SeaweedS3, ServerFailed
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except ServerFailed as exc:
+        pytest.fail("the S3 test server could not start: {}".format(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket():
+    """A fresh bucket name per test (the backend creates it)."""
+    import uuid
+
+    return "imagepipe-test-{}".format(uuid.uuid4().hex[:12])
