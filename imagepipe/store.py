@@ -4,11 +4,15 @@ Every write is idempotent.  An original is keyed by its content hash; a
 rendition by (image, preset).  Writing what is already there is a no-op, so a
 job delivered twice writes each rendition once.
 """
+import logging
+
 from imagepipe.blobs import open_blob_store
 from imagepipe.blobstore import original_key, variant_key
 from imagepipe.catalog import Catalog
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
+
+log = logging.getLogger(__name__)
 
 
 class ImageStore:
@@ -18,6 +22,9 @@ class ImageStore:
 
     @classmethod
     def from_settings(cls, settings):
+        if settings.blobs.is_s3 and settings.storage_db.startswith("sqlite"):
+            log.warning("blobs are in %s but the catalog is %s: this storage process "
+                        "keeps state on local disk", settings.blobs.url, settings.storage_db)
         return cls(
             open_blob_store(settings.blobs, settings.storage_root),
             Catalog.from_url(settings.storage_db),
