@@ -7,11 +7,26 @@ from tests.helpers import REPO_ROOT, load_config
 
 SERVICE_MODULES = {"gateway": "services.gateway", "imaging": "services.imaging",
                    "storage": "services.storage"}
+THIRD_PARTY_SERVICES = {"rabbitmq", "minio"}
+# S3 credentials reach boto3 through its standard chain, not config.yaml.
+BOTO3_CHAIN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """Plain YAML: compose's ``${VAR:-x}`` stay strings.
+
+    load_config() teaches yaml.SafeLoader nameko's ``${VAR:default}`` lookups,
+    which would read compose's syntax with nameko's rules.
+    """
+
+
+ComposeLoader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()}
 
 
 def compose():
     with open(REPO_ROOT / "docker-compose.yml") as compose_file:
-        return yaml.safe_load(compose_file)
+        return yaml.load(compose_file, Loader=ComposeLoader)
 
 
 def test_each_service_runs_its_module_with_the_repo_config():
@@ -27,10 +42,10 @@ def test_environment_names_exist_in_config_yaml():
     config_text = (REPO_ROOT / "config.yaml").read_text()
     known = set(re.findall(r"\$\{(\w+):", config_text))
     for name, service in compose()["services"].items():
-        if name == "rabbitmq":
+        if name in THIRD_PARTY_SERVICES:
             continue
         for variable in service["environment"]:
-            assert variable in known, (name, variable)
+            assert variable in known or variable in BOTO3_CHAIN, (name, variable)
 
 
 def test_imaging_scales_and_storage_keeps_its_data():
@@ -82,3 +97,38 @@ def test_requirements_are_all_pinned():
     requirements = [line for line in lines if line and not line.startswith("#")]
     assert requirements
     assert all("==" in line for line in requirements), requirements
+
+
+def test_s3_profile_runs_minio_for_storage_without_default_credentials():
+    services = compose()["services"]
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio")
+    assert minio["profiles"] == ["s3"]
+    assert [name for name, service in services.items() if "profiles" in service] == ["minio"]
+    assert any(volume.startswith("minio-data:") for volume in minio["volumes"])
+    assert "minio-data" in compose()["volumes"]
+    # credentials only from the environment, refused when empty
+    assert minio["environment"] == {"MINIO_ROOT_USER": "${MINIO_ROOT_USER:-}",
+                                    "MINIO_ROOT_PASSWORD": "${MINIO_ROOT_PASSWORD:-}"}
+    start = minio["entrypoint"][-1]
+    assert 'test -n "$$MINIO_ROOT_PASSWORD"' in start and "exit 1" in start
+    assert "minioadmin" not in yaml.safe_dump(compose())
+    assert not any(str(port).split(":")[-2:] == ["9000", "9000"] for port in minio["ports"])
+    assert minio["healthcheck"]["test"]
+
+
+def test_storage_reaches_the_profiles_minio():
+    storage = compose()["services"]["storage"]
+    environment = storage["environment"]
+    minio_start = compose()["services"]["minio"]["entrypoint"][-1]
+    endpoint = re.fullmatch(r"\$\{S3_ENDPOINT_URL-(http://minio:(\d+))\}", environment["S3_ENDPOINT_URL"])
+    assert endpoint and "--address :{}".format(endpoint.group(2)) in minio_start
+    assert environment["BLOB_STORE"] == "${BLOB_STORE:-}"  # files unless asked
+    assert "MINIO_ROOT_USER" in environment["AWS_ACCESS_KEY_ID"]
+    assert "MINIO_ROOT_PASSWORD" in environment["AWS_SECRET_ACCESS_KEY"]
+    assert storage["depends_on"]["minio"] == {"condition": "service_healthy", "required": False}
+    # the compose values parse as settings once interpolated
+    from imagepipe.settings import Settings
+
+    blobs = Settings.from_config({"BLOB_STORE": "s3://images", "S3_ENDPOINT_URL": endpoint.group(1)}).blobs
+    assert (blobs.bucket, blobs.endpoint_url) == ("images", "http://minio:9000")
