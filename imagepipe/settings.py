@@ -48,6 +48,9 @@ class Settings:
     # live status streams (GET /images/<id>/events)
     live_recheck_interval: float = 15.0
     live_max_seconds: float = 300.0
+    # RabbitMQ queue type of the job, retry and dead-letter queues
+    job_queue_type: str = "classic"
+    job_delivery_limit: int = 10
 
     @classmethod
     def from_config(cls, config):
@@ -86,6 +89,9 @@ class Settings:
             api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
             live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
             live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
+            job_queue_type=_job_queue_type(config.get("JOB_QUEUE_TYPE")),
+            job_delivery_limit=_positive_int(
+                "JOB_DELIVERY_LIMIT", config.get("JOB_DELIVERY_LIMIT"), cls.job_delivery_limit),
         )
 
     def preset(self, name):
@@ -104,6 +110,24 @@ def _positive(config, key, default):
     if value <= 0:
         raise ValueError("{} must be a positive number of seconds, got {!r}".format(key, config.get(key)))
     return value
+
+
+JOB_QUEUE_TYPES = ("classic", "quorum")
+
+
+def _job_queue_type(value):
+    queue_type = str(value or "classic").strip().lower()
+    if queue_type not in JOB_QUEUE_TYPES:
+        raise ValueError("JOB_QUEUE_TYPE must be one of {}, not {!r}".format(
+            ", ".join(JOB_QUEUE_TYPES), value))
+    return queue_type
+
+
+def _positive_int(name, value, default):
+    number = int(value) if value not in (None, "") else default
+    if number < 1:
+        raise ValueError("{} must be at least 1, not {}".format(name, number))
+    return number
 
 
 def default_db_url(storage_root):

@@ -8,10 +8,11 @@ import time
 from functools import partial
 
 import eventlet
+from kombu import Connection
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.amqp.publish import UndeliverableMessage
-from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.events import EventDispatcher, EventHandler
 from nameko.exceptions import UnknownService, get_module_path, registry
 from nameko.extensions import DependencyProvider
@@ -143,7 +144,9 @@ class JobDispatcher(EventDispatcher):
         super().__init__(**options)
 
     def setup(self):
-        self.declare.append(topology.job_queue(self.container.config))
+        queues = topology.job_queues(self.container.config)
+        declare_job_queues(self.container.config, queues)
+        self.declare.extend(queues)
         super().setup()
         # Whoever dispatches, jobs are gateway events: that is what the
         # imaging queue is bound to and what operators dispatch from the shell.
@@ -187,6 +190,16 @@ class JobHandler(EventHandler):
         kwargs.setdefault("requeue_on_error", True)
         super().__init__(source_service, event_type, **kwargs)
 
+    def setup(self):
+        config = self.container.config
+        declare_job_queues(config, topology.job_queues(config))
+        super().setup()
+        # EventHandler declares a plain queue of the same name; consuming with
+        # different arguments than the dispatchers declare would be refused.
+        if self.queue.name != topology.JOB_QUEUE:
+            raise RuntimeError("{} is not the job queue {}".format(self.queue.name, topology.JOB_QUEUE))
+        self.queue = topology.job_queue(config)
+
 
 job_handler = JobHandler.decorator
 
@@ -210,7 +223,9 @@ class JobRetries(DependencyProvider):
         self.publisher = AmqpPublisher(
             self.amqp_uri, serializer=self.container.serializer, use_confirms=True,
             mandatory=True, exchange=topology.DEFAULT_EXCHANGE)
-        self.queues = [topology.retry_queue(delay) for delay in self.delays]
+        self.queues = [topology.retry_queue(delay, config) for delay in self.delays]
+        self.dead_letter_queue = topology.dead_letter_queue(config)
+        declare_job_queues(config, [self.dead_letter_queue, *self.queues])
 
     def get_dependency(self, worker_ctx):
         return self
@@ -222,7 +237,7 @@ class JobRetries(DependencyProvider):
                 {"job": job, "error": reason, "attempts": attempt,
                  "dead_lettered_at": isoformat(time.time())},
                 routing_key=topology.DEAD_LETTER_QUEUE,
-                declare=[topology.dead_letter_queue()], serializer="json")
+                declare=[self.dead_letter_queue], serializer="json")
             return False
         queue = self.queues[attempt - 1]
         self.publisher.publish(
@@ -231,10 +246,20 @@ class JobRetries(DependencyProvider):
         return True
 
     def dead_letters(self, limit=100):
-        return deadletters.peek(self.amqp_uri, limit)
+        return deadletters.peek(self.amqp_uri, self.config, limit)
 
     def replay(self, limit=100, image_id=None):
         return deadletters.replay(self.amqp_uri, self.config, limit, image_id)
+
+
+def declare_job_queues(config, queues):
+    """Declare the job topology at start-up; stop the service if RabbitMQ refuses it."""
+    with Connection(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY)) as conn:
+        try:
+            topology.declare_or_explain(conn, queues, config)
+        except topology.QueueMismatch as exc:
+            log.critical("%s", exc)
+            raise
 
 
 class ConfiguredTimer(Timer):
