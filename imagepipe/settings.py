@@ -51,6 +51,7 @@ class Settings:
     # RabbitMQ queue type of the job, retry and dead-letter queues
     job_queue_type: str = "classic"
     job_delivery_limit: int = 10
+    rpc_queue_type: str = "classic"
 
     @classmethod
     def from_config(cls, config):
@@ -90,6 +91,8 @@ class Settings:
             live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
             live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
             job_queue_type=_job_queue_type(config.get("JOB_QUEUE_TYPE")),
+            job_queue_type=_queue_type("JOB_QUEUE_TYPE", config.get("JOB_QUEUE_TYPE")),
+            rpc_queue_type=_queue_type("RPC_QUEUE_TYPE", config.get("RPC_QUEUE_TYPE")),
             job_delivery_limit=_positive_int(
                 "JOB_DELIVERY_LIMIT", config.get("JOB_DELIVERY_LIMIT"), cls.job_delivery_limit),
         )
@@ -115,11 +118,14 @@ def _positive(config, key, default):
 JOB_QUEUE_TYPES = ("classic", "quorum")
 
 
-def _job_queue_type(value):
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def _queue_type(name, value):
     queue_type = str(value or "classic").strip().lower()
-    if queue_type not in JOB_QUEUE_TYPES:
-        raise ValueError("JOB_QUEUE_TYPE must be one of {}, not {!r}".format(
-            ", ".join(JOB_QUEUE_TYPES), value))
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError("{} must be one of {}, not {!r}".format(
+            name, ", ".join(QUEUE_TYPES), value))
     return queue_type
 
 

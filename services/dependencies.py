@@ -17,7 +17,7 @@ from nameko.events import EventDispatcher, EventHandler
 from nameko.exceptions import UnknownService, get_module_path, registry
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
-from nameko.rpc import RpcProxy
+from nameko.rpc import Rpc, RpcConsumer, RpcProxy
 
 from imagepipe.renderpool import RenderPool
 from imagepipe.catalog import isoformat
@@ -145,7 +145,7 @@ class JobDispatcher(EventDispatcher):
 
     def setup(self):
         queues = topology.job_queues(self.container.config)
-        declare_job_queues(self.container.config, queues)
+        declare_queues(self.container.config, queues)
         self.declare.extend(queues)
         super().setup()
         # Whoever dispatches, jobs are gateway events: that is what the
@@ -192,7 +192,7 @@ class JobHandler(EventHandler):
 
     def setup(self):
         config = self.container.config
-        declare_job_queues(config, topology.job_queues(config))
+        declare_queues(config, topology.job_queues(config))
         super().setup()
         # EventHandler declares a plain queue of the same name; consuming with
         # different arguments than the dispatchers declare would be refused.
@@ -202,6 +202,25 @@ class JobHandler(EventHandler):
 
 
 job_handler = JobHandler.decorator
+
+
+class ConfiguredRpcConsumer(RpcConsumer):
+    """nameko's RPC queue consumer, declaring the queue as ``RPC_QUEUE_TYPE`` says."""
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.queue = topology.rpc_queue(self.queue, config)
+        declare_queues(config, [self.queue])
+
+
+class ConfiguredRpc(Rpc):
+    """``@rpc`` whose queue follows ``RPC_QUEUE_TYPE`` (classic or quorum)."""
+
+    rpc_consumer = ConfiguredRpcConsumer()
+
+
+rpc = ConfiguredRpc.decorator
 
 
 class JobRetries(DependencyProvider):
@@ -225,7 +244,7 @@ class JobRetries(DependencyProvider):
             mandatory=True, exchange=topology.DEFAULT_EXCHANGE)
         self.queues = [topology.retry_queue(delay, config) for delay in self.delays]
         self.dead_letter_queue = topology.dead_letter_queue(config)
-        declare_job_queues(config, [self.dead_letter_queue, *self.queues])
+        declare_queues(config, [self.dead_letter_queue, *self.queues])
 
     def get_dependency(self, worker_ctx):
         return self
@@ -252,8 +271,8 @@ class JobRetries(DependencyProvider):
         return deadletters.replay(self.amqp_uri, self.config, limit, image_id)
 
 
-def declare_job_queues(config, queues):
-    """Declare the job topology at start-up; stop the service if RabbitMQ refuses it."""
+def declare_queues(config, queues):
+    """Declare queues at start-up; stop the service if RabbitMQ refuses it."""
     with Connection(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY)) as conn:
         try:
             topology.declare_or_explain(conn, queues, config)

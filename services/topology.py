@@ -103,6 +103,14 @@ def _quorum_dead_lettering(exchange, routing_key):
     }
 
 
+def rpc_queue(queue, config):
+    """nameko's RPC queue ``queue`` (``rpc-<service>``), quorum if RPC_QUEUE_TYPE says so."""
+    if Settings.from_config(config).rpc_queue_type != "quorum":
+        return queue
+    return Queue(queue.name, exchange=queue.exchange, routing_key=queue.routing_key,
+                 durable=True, queue_arguments={"x-queue-type": "quorum"})
+
+
 class QueueMismatch(RuntimeError):
     """A queue exists with another type or other arguments than configured."""
 
@@ -132,12 +140,13 @@ def mismatch_advice(queue_name, broker_reply, config):
     settings = Settings.from_config(config)
     return (
         "RabbitMQ refused to declare queue {queue!r} as configured "
-        "(JOB_QUEUE_TYPE={type}, JOB_DELIVERY_LIMIT={limit}): {reply}. "
+        "(JOB_QUEUE_TYPE={type}, JOB_DELIVERY_LIMIT={limit}, RPC_QUEUE_TYPE={rpc}): {reply}. "
         "A queue's type and arguments cannot change while it exists. Either set "
-        "JOB_QUEUE_TYPE back to what the queue is, or migrate: stop every gateway, "
-        "storage and imaging process, let the queues drain, delete the job, retry "
-        "and dead-letter queues (rabbitmqctl delete_queue {queue} -p <vhost>; also "
+        "the setting back to what the queue is, or migrate: stop every gateway, "
+        "storage and imaging process, let the queues drain, delete the queue "
+        "(rabbitmqctl delete_queue {queue} -p <vhost>; for the job queue also "
         "imaging.retry.* and {dlq}, after saving any dead letters), then start the "
         "services with the new setting. See 'Scaling out' in README.md."
     ).format(queue=queue_name, type=settings.job_queue_type,
-             limit=settings.job_delivery_limit, reply=broker_reply, dlq=DEAD_LETTER_QUEUE)
+             limit=settings.job_delivery_limit, rpc=settings.rpc_queue_type,
+             reply=broker_reply, dlq=DEAD_LETTER_QUEUE)

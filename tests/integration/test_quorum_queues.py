@@ -22,9 +22,10 @@ QUORUM_DEAD_LETTERING = {
 }
 
 
-@pytest.mark.parametrize("job_queue_type", ["classic", "quorum"])
+@pytest.mark.parametrize("job_queue_type, rpc_queue_type", [("classic", "classic"),
+                                                            ("quorum", "quorum")])
 def test_declared_queues_have_the_configured_type_and_arguments(
-        pipeline, web, rabbit_manager, rabbit_config, job_queue_type):
+        pipeline, web, rabbit_manager, rabbit_config, job_queue_type, rpc_queue_type):
     image_id = upload(web, make_jpeg(200, 150))
     assert wait_for_status(web, image_id)["status"] == "done"
     vhost = rabbit_config["vhost"]
@@ -32,6 +33,10 @@ def test_declared_queues_have_the_configured_type_and_arguments(
     dead_letters = rabbit_manager.get_queue(vhost, topology.DEAD_LETTER_QUEUE)
     retries = [rabbit_manager.get_queue(vhost, name) for name in RETRY_QUEUES]
 
+    rpc_queues = [rabbit_manager.get_queue(vhost, "rpc-" + name) for name in ("storage", "imaging")]
+    for queue in rpc_queues:
+        assert queue["type"] == rpc_queue_type, queue["name"]
+        assert queue["arguments"] == ({"x-queue-type": "quorum"} if rpc_queue_type == "quorum" else {})
     for queue in [job_queue, dead_letters, *retries]:
         assert queue["type"] == job_queue_type, queue["name"]
         assert queue["durable"] and not queue["auto_delete"] and not queue["exclusive"]
@@ -112,7 +117,12 @@ def test_switching_a_live_queue_type_is_refused_at_start_up_with_advice(
         with pytest.raises(topology.QueueMismatch) as refused:
             runner_factory(quorum_config, service).start()
         assert "JOB_QUEUE_TYPE=quorum" in str(refused.value)
-        assert "rabbitmqctl delete_queue" in str(refused.value)
+        assert "rabbitmqctl delete_queue " in str(refused.value)
+    # the same for an RPC queue
+    runner_factory(pipeline_config, StorageService).start()
+    with pytest.raises(topology.QueueMismatch) as refused:
+        runner_factory(dict(pipeline_config, RPC_QUEUE_TYPE="quorum"), StorageService).start()
+    assert "rabbitmqctl delete_queue rpc-storage" in str(refused.value)
 
     # as an operator sees it: `nameko run` exits at once and says why
     env = dict(os.environ, AMQP_URI=pipeline_config["AMQP_URI"], JOB_QUEUE_TYPE="quorum",
