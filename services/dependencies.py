@@ -8,16 +8,17 @@ import time
 from functools import partial
 
 import eventlet
-from kombu import Connection
+from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.events import EventDispatcher, EventHandler
+from nameko.messaging import QueueConsumer
 from nameko.exceptions import UnknownService, get_module_path, registry
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
-from nameko.rpc import Rpc, RpcConsumer, RpcProxy
+from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
 
 from imagepipe.renderpool import RenderPool
 from imagepipe.catalog import isoformat
@@ -80,6 +81,49 @@ class Renderer(DependencyProvider):
         return self.pool.render
 
 
+class FailoverQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, surviving a broker node that vanishes mid-acknowledgement.
+
+    nameko ignores only amqp's ConnectionError there; a node killed outright
+    resets the socket instead (ConnectionResetError, BrokenPipeError), which
+    would kill the whole service.  The broker re-queues every unacknowledged
+    delivery of a lost connection anyway, so the error is only logged; the
+    consumer reconnects (to the next node of a fail-over AMQP_URI).
+    """
+
+    def ack_message(self, message):
+        try:
+            super().ack_message(message)
+        except OSError as exc:
+            log.warning("could not acknowledge a message, the broker connection is gone (%s); "
+                        "RabbitMQ delivers it again", exc)
+
+    def requeue_message(self, message):
+        try:
+            super().requeue_message(message)
+        except OSError as exc:
+            log.warning("could not requeue a message, the broker connection is gone (%s); "
+                        "RabbitMQ requeues it itself", exc)
+
+
+class FailoverReplyListener(ReplyListener):
+    """RPC reply listener whose reply queue can be declared again on another node.
+
+    nameko declares reply queues durable; a durable classic queue cannot be
+    redeclared while the node it lives on is down (NOT_FOUND "home node ...
+    is down"), so after a node loss every RPC would time out for good.  A
+    transient queue is dropped with its node and made anew on the next.
+    """
+
+    queue_consumer = FailoverQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        self.queue = Queue(self.queue.name, exchange=self.queue.exchange,
+                           routing_key=self.queue.routing_key, durable=False,
+                           queue_arguments=self.queue.queue_arguments)
+
+
 class StorageRpc(RpcProxy):
     """RPC to the storage service with a deadline on every call.
 
@@ -88,6 +132,8 @@ class StorageRpc(RpcProxy):
     ``RPC_TIMEOUT`` seconds, and the request itself expires on the broker so
     a late storage process does not act on calls nobody awaits any more.
     """
+
+    rpc_reply_listener = FailoverReplyListener()
 
     def __init__(self, **options):
         super().__init__("storage", **options)
@@ -186,6 +232,8 @@ class JobHandler(EventHandler):
     which is what plain ``@event_handler`` does.
     """
 
+    queue_consumer = FailoverQueueConsumer()
+
     def __init__(self, source_service, event_type, **kwargs):
         kwargs.setdefault("requeue_on_error", True)
         super().__init__(source_service, event_type, **kwargs)
@@ -206,6 +254,8 @@ job_handler = JobHandler.decorator
 
 class ConfiguredRpcConsumer(RpcConsumer):
     """nameko's RPC queue consumer, declaring the queue as ``RPC_QUEUE_TYPE`` says."""
+
+    queue_consumer = FailoverQueueConsumer()
 
     def setup(self):
         super().setup()
