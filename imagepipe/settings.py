@@ -90,7 +90,6 @@ class Settings:
             api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
             live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
             live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
-            job_queue_type=_job_queue_type(config.get("JOB_QUEUE_TYPE")),
             job_queue_type=_queue_type("JOB_QUEUE_TYPE", config.get("JOB_QUEUE_TYPE")),
             rpc_queue_type=_queue_type("RPC_QUEUE_TYPE", config.get("RPC_QUEUE_TYPE")),
             job_delivery_limit=_positive_int(
@@ -113,9 +112,6 @@ def _positive(config, key, default):
     if value <= 0:
         raise ValueError("{} must be a positive number of seconds, got {!r}".format(key, config.get(key)))
     return value
-
-
-JOB_QUEUE_TYPES = ("classic", "quorum")
 
 
 QUEUE_TYPES = ("classic", "quorum")
