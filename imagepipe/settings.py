@@ -51,6 +51,10 @@ class Settings:
     live_max_seconds: float = 300.0
     # where blobs live: files under storage_root, or S3 (BLOB_STORE, S3_*)
     blobs: BlobSettings = BlobSettings()
+    # RabbitMQ queue type of the job, retry and dead-letter queues
+    job_queue_type: str = "classic"
+    job_delivery_limit: int = 10
+    rpc_queue_type: str = "classic"
 
     @classmethod
     def from_config(cls, config):
@@ -90,6 +94,10 @@ class Settings:
             live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
             live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
             blobs=BlobSettings.from_config(config),
+            job_queue_type=_queue_type("JOB_QUEUE_TYPE", config.get("JOB_QUEUE_TYPE")),
+            rpc_queue_type=_queue_type("RPC_QUEUE_TYPE", config.get("RPC_QUEUE_TYPE")),
+            job_delivery_limit=_positive_int(
+                "JOB_DELIVERY_LIMIT", config.get("JOB_DELIVERY_LIMIT"), cls.job_delivery_limit),
         )
 
     def preset(self, name):
@@ -108,6 +116,24 @@ def _positive(config, key, default):
     if value <= 0:
         raise ValueError("{} must be a positive number of seconds, got {!r}".format(key, config.get(key)))
     return value
+
+
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def _queue_type(name, value):
+    queue_type = str(value or "classic").strip().lower()
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError("{} must be one of {}, not {!r}".format(
+            name, ", ".join(QUEUE_TYPES), value))
+    return queue_type
+
+
+def _positive_int(name, value, default):
+    number = int(value) if value not in (None, "") else default
+    if number < 1:
+        raise ValueError("{} must be at least 1, not {}".format(name, number))
+    return number
 
 
 def default_db_url(storage_root):

@@ -8,15 +8,17 @@ import time
 from functools import partial
 
 import eventlet
+from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.amqp.publish import UndeliverableMessage
-from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY
 from nameko.events import EventDispatcher, EventHandler
+from nameko.messaging import QueueConsumer
 from nameko.exceptions import UnknownService, get_module_path, registry
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
-from nameko.rpc import RpcProxy
+from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
 
 from imagepipe.renderpool import RenderPool
 from imagepipe.catalog import isoformat
@@ -79,6 +81,49 @@ class Renderer(DependencyProvider):
         return self.pool.render
 
 
+class FailoverQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, surviving a broker node that vanishes mid-acknowledgement.
+
+    nameko ignores only amqp's ConnectionError there; a node killed outright
+    resets the socket instead (ConnectionResetError, BrokenPipeError), which
+    would kill the whole service.  The broker re-queues every unacknowledged
+    delivery of a lost connection anyway, so the error is only logged; the
+    consumer reconnects (to the next node of a fail-over AMQP_URI).
+    """
+
+    def ack_message(self, message):
+        try:
+            super().ack_message(message)
+        except OSError as exc:
+            log.warning("could not acknowledge a message, the broker connection is gone (%s); "
+                        "RabbitMQ delivers it again", exc)
+
+    def requeue_message(self, message):
+        try:
+            super().requeue_message(message)
+        except OSError as exc:
+            log.warning("could not requeue a message, the broker connection is gone (%s); "
+                        "RabbitMQ requeues it itself", exc)
+
+
+class FailoverReplyListener(ReplyListener):
+    """RPC reply listener whose reply queue can be declared again on another node.
+
+    nameko declares reply queues durable; a durable classic queue cannot be
+    redeclared while the node it lives on is down (NOT_FOUND "home node ...
+    is down"), so after a node loss every RPC would time out for good.  A
+    transient queue is dropped with its node and made anew on the next.
+    """
+
+    queue_consumer = FailoverQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        self.queue = Queue(self.queue.name, exchange=self.queue.exchange,
+                           routing_key=self.queue.routing_key, durable=False,
+                           queue_arguments=self.queue.queue_arguments)
+
+
 class StorageRpc(RpcProxy):
     """RPC to the storage service with a deadline on every call.
 
@@ -87,6 +132,8 @@ class StorageRpc(RpcProxy):
     ``RPC_TIMEOUT`` seconds, and the request itself expires on the broker so
     a late storage process does not act on calls nobody awaits any more.
     """
+
+    rpc_reply_listener = FailoverReplyListener()
 
     def __init__(self, **options):
         super().__init__("storage", **options)
@@ -143,7 +190,9 @@ class JobDispatcher(EventDispatcher):
         super().__init__(**options)
 
     def setup(self):
-        self.declare.append(topology.job_queue(self.container.config))
+        queues = topology.job_queues(self.container.config)
+        declare_queues(self.container.config, queues)
+        self.declare.extend(queues)
         super().setup()
         # Whoever dispatches, jobs are gateway events: that is what the
         # imaging queue is bound to and what operators dispatch from the shell.
@@ -183,12 +232,45 @@ class JobHandler(EventHandler):
     which is what plain ``@event_handler`` does.
     """
 
+    queue_consumer = FailoverQueueConsumer()
+
     def __init__(self, source_service, event_type, **kwargs):
         kwargs.setdefault("requeue_on_error", True)
         super().__init__(source_service, event_type, **kwargs)
 
+    def setup(self):
+        config = self.container.config
+        declare_queues(config, topology.job_queues(config))
+        super().setup()
+        # EventHandler declares a plain queue of the same name; consuming with
+        # different arguments than the dispatchers declare would be refused.
+        if self.queue.name != topology.JOB_QUEUE:
+            raise RuntimeError("{} is not the job queue {}".format(self.queue.name, topology.JOB_QUEUE))
+        self.queue = topology.job_queue(config)
+
 
 job_handler = JobHandler.decorator
+
+
+class ConfiguredRpcConsumer(RpcConsumer):
+    """nameko's RPC queue consumer, declaring the queue as ``RPC_QUEUE_TYPE`` says."""
+
+    queue_consumer = FailoverQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.queue = topology.rpc_queue(self.queue, config)
+        declare_queues(config, [self.queue])
+
+
+class ConfiguredRpc(Rpc):
+    """``@rpc`` whose queue follows ``RPC_QUEUE_TYPE`` (classic or quorum)."""
+
+    rpc_consumer = ConfiguredRpcConsumer()
+
+
+rpc = ConfiguredRpc.decorator
 
 
 class JobRetries(DependencyProvider):
@@ -210,7 +292,9 @@ class JobRetries(DependencyProvider):
         self.publisher = AmqpPublisher(
             self.amqp_uri, serializer=self.container.serializer, use_confirms=True,
             mandatory=True, exchange=topology.DEFAULT_EXCHANGE)
-        self.queues = [topology.retry_queue(delay) for delay in self.delays]
+        self.queues = [topology.retry_queue(delay, config) for delay in self.delays]
+        self.dead_letter_queue = topology.dead_letter_queue(config)
+        declare_queues(config, [self.dead_letter_queue, *self.queues])
 
     def get_dependency(self, worker_ctx):
         return self
@@ -222,7 +306,7 @@ class JobRetries(DependencyProvider):
                 {"job": job, "error": reason, "attempts": attempt,
                  "dead_lettered_at": isoformat(time.time())},
                 routing_key=topology.DEAD_LETTER_QUEUE,
-                declare=[topology.dead_letter_queue()], serializer="json")
+                declare=[self.dead_letter_queue], serializer="json")
             return False
         queue = self.queues[attempt - 1]
         self.publisher.publish(
@@ -231,10 +315,20 @@ class JobRetries(DependencyProvider):
         return True
 
     def dead_letters(self, limit=100):
-        return deadletters.peek(self.amqp_uri, limit)
+        return deadletters.peek(self.amqp_uri, self.config, limit)
 
     def replay(self, limit=100, image_id=None):
         return deadletters.replay(self.amqp_uri, self.config, limit, image_id)
+
+
+def declare_queues(config, queues):
+    """Declare queues at start-up; stop the service if RabbitMQ refuses it."""
+    with Connection(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY)) as conn:
+        try:
+            topology.declare_or_explain(conn, queues, config)
+        except topology.QueueMismatch as exc:
+            log.critical("%s", exc)
+            raise
 
 
 class ConfiguredTimer(Timer):

@@ -9,12 +9,11 @@ back-off, then dead-lettered (see ``dead_letters`` / ``replay_dead_letters``).
 import logging
 
 from nameko.events import EventDispatcher
-from nameko.rpc import rpc
 
 from imagepipe.catalog import FAILED
 from imagepipe.errors import PERMANENT_JOB_ERRORS, PipelineError, Unavailable
 from imagepipe.processing import process_image
-from services.dependencies import Config, JobRetries, Renderer, StorageRpc, job_handler
+from services.dependencies import Config, JobRetries, Renderer, StorageRpc, job_handler, rpc
 from services.topology import JOB_EVENT, JOB_SOURCE, PROCESSED_EVENT
 
 log = logging.getLogger(__name__)

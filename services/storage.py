@@ -4,9 +4,8 @@ Reached by AMQP RPC only.  All the work is in ``imagepipe.store``.
 """
 import logging
 
-from nameko.rpc import rpc
 
-from services.dependencies import Config, JobDispatcher, Storage, configured_timer
+from services.dependencies import Config, JobDispatcher, Storage, configured_timer, rpc
 from services.topology import JOB_EVENT
 
 log = logging.getLogger(__name__)

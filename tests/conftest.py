@@ -33,9 +33,22 @@ class WebSession(requests.Session):
 
 
 @pytest.fixture
-def pipeline_config(rabbit_config, tmp_path):
+def job_queue_type():
+    """JOB_QUEUE_TYPE of the pipeline; tests parametrize it to run on quorum queues too."""
+    return "classic"
+
+
+@pytest.fixture
+def rpc_queue_type():
+    return "classic"
+
+
+@pytest.fixture
+def pipeline_config(rabbit_config, tmp_path, job_queue_type, rpc_queue_type):
     config = load_config()
     config.update(rabbit_config)
+    config["JOB_QUEUE_TYPE"] = job_queue_type
+    config["RPC_QUEUE_TYPE"] = rpc_queue_type
     config["WEB_SERVER_ADDRESS"] = "127.0.0.1:{}".format(free_port())
     config["STORAGE_ROOT"] = str(tmp_path / "storage")
     config["STORAGE_DB"] = None

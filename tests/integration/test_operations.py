@@ -4,12 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
 from tests.helpers import REPO_ROOT, make_jpeg, wait_for_status
+
+# every operation works the same on classic and quorum job queues (own vhost each)
+pytestmark = pytest.mark.parametrize("job_queue_type", ["classic", "quorum"])
 
 NAMEKO = str(Path(sys.executable).with_name("nameko"))
 

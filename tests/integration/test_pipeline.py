@@ -17,6 +17,7 @@ def decode(data):
     return image
 
 
+@pytest.mark.parametrize("job_queue_type", ["classic", "quorum"])
 def test_upload_is_accepted_processed_and_downloadable(pipeline, web):
     data = make_jpeg(2000, 1500)
     response = upload(web, data)

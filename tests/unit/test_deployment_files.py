@@ -42,7 +42,7 @@ def test_environment_names_exist_in_config_yaml():
     config_text = (REPO_ROOT / "config.yaml").read_text()
     known = set(re.findall(r"\$\{(\w+):", config_text))
     for name, service in compose()["services"].items():
-        if name in THIRD_PARTY_SERVICES:
+        if name in THIRD_PARTY_SERVICES or service.get("image", "").startswith("rabbitmq"):
             continue
         for variable in service["environment"]:
             assert variable in known or variable in BOTO3_CHAIN, (name, variable)
@@ -104,7 +104,7 @@ def test_s3_profile_runs_minio_for_storage_without_default_credentials():
     minio = services["minio"]
     assert minio["image"].startswith("minio/minio")
     assert minio["profiles"] == ["s3"]
-    assert [name for name, service in services.items() if "profiles" in service] == ["minio"]
+    assert [name for name, service in services.items() if "s3" in service.get("profiles", [])] == ["minio"]
     assert any(volume.startswith("minio-data:") for volume in minio["volumes"])
     assert "minio-data" in compose()["volumes"]
     # credentials only from the environment, refused when empty
@@ -132,3 +132,74 @@ def test_storage_reaches_the_profiles_minio():
 
     blobs = Settings.from_config({"BLOB_STORE": "s3://images", "S3_ENDPOINT_URL": endpoint.group(1)}).blobs
     assert (blobs.bucket, blobs.endpoint_url) == ("images", "http://minio:9000")
+
+
+CLUSTER_NODES = ["rabbit-1", "rabbit-2", "rabbit-3"]
+HA_SERVICES = {"gateway-ha": "services.gateway", "imaging-ha": "services.imaging",
+               "storage-ha": "services.storage"}
+
+
+def test_cluster_profile_runs_three_clustered_nodes_with_a_shared_cookie():
+    services = compose()["services"]
+    cluster_conf = (REPO_ROOT / "deploy" / "rabbitmq-cluster.conf").read_text()
+    # every node gets the cookie from the same variable (yaml here may pre-resolve ${...})
+    assert "RABBITMQ_ERLANG_COOKIE: ${RABBITMQ_ERLANG_COOKIE:-}" in (
+        REPO_ROOT / "docker-compose.yml").read_text()
+    assert "cluster_formation.peer_discovery_backend = classic_config" in cluster_conf
+    for index, name in enumerate(CLUSTER_NODES, start=1):
+        node = services[name]
+        assert node["profiles"] == ["cluster"]
+        assert node["image"].startswith("rabbitmq:3-management")
+        assert node["hostname"] == name  # node name rabbit@<hostname>, as the config lists it
+        assert "cluster_formation.classic_config.nodes.{} = rabbit@{}".format(index, name) in cluster_conf
+        assert "./deploy/rabbitmq-cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro" in node["volumes"]
+        assert any(volume.startswith(name + "-data:") for volume in node["volumes"])
+        assert "RABBITMQ_ERLANG_COOKIE" in node["environment"]
+        assert "RABBITMQ_ERLANG_COOKIE" in " ".join(node["healthcheck"]["test"])
+        for credential in ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"):
+            # the same required variables as the single broker: no default password
+            assert node["environment"][credential] == services["rabbitmq"]["environment"][credential]
+        # only the first node's dashboard, on the host's loopback; AMQP stays inside
+        published = [str(port) for port in node.get("ports", [])]
+        assert published == (["127.0.0.1:15672:15672"] if index == 1 else [])
+
+
+def test_cluster_profile_services_use_every_node_and_quorum_queues():
+    services = compose()["services"]
+    config_text = (REPO_ROOT / "config.yaml").read_text()
+    for name, module in HA_SERVICES.items():
+        service = services[name]
+        assert service["profiles"] == ["cluster"]
+        assert service["command"] == ["nameko", "run", "--config", "config.yaml", module]
+        assert set(service["depends_on"]) == set(CLUSTER_NODES)
+        assert all(dep["condition"] == "service_healthy" for dep in service["depends_on"].values())
+        env = service["environment"]
+        hosts = [uri.split("@", 1)[1] for uri in env["AMQP_URI"].split(";")]
+        assert hosts == ["{}:5672/".format(node) for node in CLUSTER_NODES]
+        assert env["JOB_QUEUE_TYPE"] == env["RPC_QUEUE_TYPE"] == "quorum"
+        for variable in ("JOB_QUEUE_TYPE", "RPC_QUEUE_TYPE"):
+            assert "${%s:" % variable in config_text
+    assert services["storage-ha"]["environment"]["STORAGE_ROOT"] == "/data"
+    assert "container_name" not in services["imaging-ha"] and "ports" not in services["imaging-ha"]
+    assert any(port.endswith(":8000") for port in services["gateway-ha"]["ports"])
+    volumes = compose()["volumes"]
+    assert {"storage-ha-data", *("{}-data".format(node) for node in CLUSTER_NODES)} <= set(volumes)
+
+
+def test_default_stack_stays_outside_the_cluster_profile():
+    services = compose()["services"]
+    for name in ("rabbitmq", *SERVICE_MODULES):
+        assert "profiles" not in services[name], name
+    # nothing the default stack needs may be required only by the cluster profile
+    assert "RABBITMQ_ERLANG_COOKIE:?" not in (REPO_ROOT / "docker-compose.yml").read_text()
+
+
+def test_fail_over_uri_reaches_every_node_with_kombu():
+    from kombu import Connection
+
+    uri = compose()["services"]["gateway-ha"]["environment"]["AMQP_URI"]
+    connection = Connection(uri.replace("${RABBITMQ_USER:-pipeline}", "pipeline")
+                            .replace("${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD}", "secret"))
+    assert [alternate.split("@")[1] for alternate in connection.alt] == [
+        "{}:5672/".format(node) for node in CLUSTER_NODES]
+    assert connection.hostname == "rabbit-1"
