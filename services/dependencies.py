@@ -252,6 +252,15 @@ class JobHandler(EventHandler):
 job_handler = JobHandler.decorator
 
 
+class EventSubscriber(EventHandler):
+    """nameko's ``@event_handler`` on the fail-over-safe queue consumer."""
+
+    queue_consumer = FailoverQueueConsumer()
+
+
+event_subscriber = EventSubscriber.decorator
+
+
 class ConfiguredRpcConsumer(RpcConsumer):
     """nameko's RPC queue consumer, declaring the queue as ``RPC_QUEUE_TYPE`` says."""
 

@@ -7,6 +7,7 @@ Everything else is a read through storage.
 from dataclasses import asdict
 
 import kombu
+from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
 
 from imagepipe import api, images
@@ -14,15 +15,11 @@ from imagepipe.catalog import PENDING
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
 from imagepipe.uploads import read_upload
-from services.dependencies import Config, JobDispatcher, StorageRpc
-from services.http import error_response, http, json_response
-from services.topology import JOB_EVENT
-
-# live status and the web page
-from nameko.events import BROADCAST, event_handler
 from imagepipe.webpage import PAGE, WebAssets, security_headers
+from services.dependencies import Config, JobDispatcher, StorageRpc, event_subscriber
+from services.http import error_response, http, json_response
 from services.live import LiveStatus
-from services.topology import PROCESSED_EVENT
+from services.topology import JOB_EVENT, PROCESSED_EVENT
 
 WEB_ASSETS = WebAssets()  # read once at import; the files never change at run time
 
@@ -102,7 +99,7 @@ class GatewayService:
 
     # Every gateway process gets every event (its own auto-delete queue):
     # the streams waiting for an image may be open on any of them.
-    @event_handler("imaging", PROCESSED_EVENT, handler_type=BROADCAST, reliable_delivery=False)
+    @event_subscriber("imaging", PROCESSED_EVENT, handler_type=BROADCAST, reliable_delivery=False)
     def image_processed(self, event):
         self.live.notify(event["id"])
 
