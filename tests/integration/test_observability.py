@@ -208,3 +208,30 @@ def test_one_correlation_id_follows_an_upload_through_every_service(pipeline, we
     followed = [entry for entry in json_log.json_lines()
                 if entry.get("correlation_id") == correlation_id]
     assert not any(other in entry["message"] for entry in followed)
+
+
+def test_dead_letters_and_redeliveries_are_counted(pipeline, pipeline_config, web):
+    from nameko.standalone.events import event_dispatcher
+
+    image_id = upload(web, make_jpeg(500, 400, color=(50, 60, 70))).json()["id"]
+    assert wait_for_status(web, image_id)["status"] == "done"
+    before = scrape(web)
+    dispatch = event_dispatcher(pipeline_config)
+    dispatch("gateway", "image_uploaded", {"id": image_id})  # a duplicate: nothing to do
+    dispatch("gateway", "image_uploaded", {"id": "0" * 32})  # unknown image: dead-lettered
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = scrape(web)
+        handled = delta(before, after, "imagepipe_worker_seconds_count", service="imaging",
+                        entrypoint="handle_image_uploaded", outcome="ok")
+        if handled >= 2:  # both jobs are through
+            break
+        time.sleep(0.05)
+    assert delta(before, after, "imagepipe_job_dead_letters_total") == 1
+    assert delta(before, after, "imagepipe_job_failures_total", kind="permanent") == 1
+    assert delta(before, after, "imagepipe_job_retries_total") == 0
+    # neither job finished an image: the duplicate found it done already
+    assert delta(before, after, "imagepipe_jobs_finished_total", outcome="done") == 0
+    assert delta(before, after, "imagepipe_jobs_finished_total", outcome="failed") == 0
+    assert delta(before, after, "imagepipe_worker_seconds_count", service="imaging",
+                 entrypoint="handle_image_uploaded", outcome="ok") == 2
