@@ -117,7 +117,7 @@ def rpc_call_finished(method, seconds):
 class MeteredBlobStore:
     """A blob store that counts and logs what it writes.
 
-    Wraps any blob store (``put``/``get``/...): keys start with the kind
+    Wraps any ``imagepipe.blobs.BlobStore`` (files or S3): keys start with the kind
     (``originals/…``, ``variants/…``), which becomes the metric label, and
     the log line names the key, so it carries the image id and preset.
     """
@@ -125,9 +125,9 @@ class MeteredBlobStore:
     def __init__(self, blobs):
         self._blobs = blobs
 
-    def put(self, key, data):
+    def put(self, key, data, *args, **kwargs):
         started = time.perf_counter()
-        self._blobs.put(key, data)
+        self._blobs.put(key, data, *args, **kwargs)
         seconds = time.perf_counter() - started
         kind = blob_kind(key)
         BLOB_WRITES.labels(kind).inc()
