@@ -233,6 +233,22 @@ class Catalog:
                 .values(updated_at=self.clock())
             )
 
+    def stored_totals(self):
+        """``{"images": {status: count}, "bytes": {"original": n, "variant": n}}``.
+
+        Two aggregate queries (index on status; a scan of the rows for the
+        sums), run per metrics scrape.
+        """
+        with self.engine.connect() as conn:
+            counts = dict(conn.execute(
+                sa.select(images.c.status, sa.func.count()).group_by(images.c.status)).all())
+            original_bytes = conn.execute(sa.select(sa.func.sum(images.c.bytes))).scalar()
+            variant_bytes = conn.execute(sa.select(sa.func.sum(variants.c.bytes))).scalar()
+        return {
+            "images": {status: int(counts.get(status, 0)) for status in STATUSES},
+            "bytes": {"original": int(original_bytes or 0), "variant": int(variant_bytes or 0)},
+        }
+
     # -- renditions -------------------------------------------------------
 
     def has_variant(self, image_id, preset):

@@ -46,6 +46,7 @@ def process_image(job, storage, render, settings):
         preset for preset in settings.presets
         if reprocess or preset.name not in record["variants"]
     ]
+    render_seconds = {}
     if wanted:
         original = storage.get_original(image_id)
         try:
@@ -54,6 +55,7 @@ def process_image(job, storage, render, settings):
             record = storage.finish(image_id, FAILED, exc.message)
             return _outcome(record, changed=True, started=started)
         for rendition in renditions:
+            render_seconds[rendition.preset] = round(rendition.seconds, 4)
             storage.put_variant(image_id, rendition.preset, rendition.data, {
                 "format": rendition.format,
                 "mime_type": rendition.mime_type,
@@ -63,15 +65,17 @@ def process_image(job, storage, render, settings):
 
     record = storage.finish(image_id, DONE)
     return _outcome(record, changed=was_unfinished or reprocess, started=started,
-                    rendered=[preset.name for preset in wanted])
+                    rendered=[preset.name for preset in wanted], render_seconds=render_seconds)
 
 
-def _outcome(record, changed, started, rendered=()):
+def _outcome(record, changed, started, rendered=(), render_seconds=None):
     return {
         "id": record["id"],
         "status": record["status"],
         "error": record["error"],
         "changed": changed,
         "rendered": list(rendered),
+        # per preset, measured in the render worker (the shared decode excluded)
+        "render_seconds": dict(render_seconds or {}),
         "seconds": round(time.monotonic() - started, 3),
     }

@@ -55,6 +55,8 @@ class Settings:
     job_queue_type: str = "classic"
     job_delivery_limit: int = 10
     rpc_queue_type: str = "classic"
+    # metrics exporter of this process ((host, port); None: no exporter)
+    metrics_address: tuple = None
 
     @classmethod
     def from_config(cls, config):
@@ -98,6 +100,7 @@ class Settings:
             rpc_queue_type=_queue_type("RPC_QUEUE_TYPE", config.get("RPC_QUEUE_TYPE")),
             job_delivery_limit=_positive_int(
                 "JOB_DELIVERY_LIMIT", config.get("JOB_DELIVERY_LIMIT"), cls.job_delivery_limit),
+            metrics_address=parse_metrics_address(config.get("METRICS_ADDRESS")),
         )
 
     def preset(self, name):
@@ -138,3 +141,18 @@ def _positive_int(name, value, default):
 
 def default_db_url(storage_root):
     return "sqlite:///" + os.path.join(os.path.abspath(storage_root), "catalog.sqlite3")
+
+
+def parse_metrics_address(value):
+    """``host:port`` -> ``(host, port)``; empty -> None (no exporter).
+
+    Port 0 binds a free port (logged at start-up): handy for tests and for
+    several processes on one host that are discovered rather than configured.
+    """
+    text = str(value or "").strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("METRICS_ADDRESS must be host:port, not {!r}".format(text))
+    return (host.strip("[]") or "0.0.0.0", int(port))

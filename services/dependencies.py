@@ -20,6 +20,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
 
+from imagepipe import metrics
 from imagepipe.renderpool import RenderPool
 from imagepipe.catalog import isoformat
 from imagepipe.errors import ALL_ERRORS, Unavailable
@@ -51,6 +52,17 @@ class Storage(DependencyProvider):
 
     def setup(self):
         self.store = ImageStore.from_settings(Settings.from_config(self.container.config))
+        # metrics: count and log every blob written; report catalog totals
+        self.store.blobs = metrics.MeteredBlobStore(self.store.blobs)
+
+    def start(self):
+        metrics.STORED.attach(self.store.catalog)
+
+    def stop(self):
+        metrics.STORED.detach(self.store.catalog)
+
+    def kill(self):
+        metrics.STORED.detach(self.store.catalog)
 
     def get_dependency(self, worker_ctx):
         return self.store
@@ -157,6 +169,7 @@ class TimedServiceProxy:
 
     def _call(self, method_name, *args, **kwargs):
         target = "{}.{}".format(self._proxy.service_name, method_name)
+        started = time.perf_counter()
         deadline = eventlet.Timeout(self._timeout)
         try:
             method = getattr(self._proxy, method_name)
@@ -174,6 +187,7 @@ class TimedServiceProxy:
                 type(exc).__name__)) from None
         finally:
             deadline.cancel()
+            metrics.rpc_call_finished(target, time.perf_counter() - started)
 
 
 class JobDispatcher(EventDispatcher):

@@ -21,6 +21,9 @@ from services.http import error_response, http, json_response
 from services.live import LiveStatus
 from services.topology import JOB_EVENT, PROCESSED_EVENT
 
+# metrics and log correlation
+from services.observability import LogContext, Metrics, exposition
+
 WEB_ASSETS = WebAssets()  # read once at import; the files never change at run time
 
 ORIGINAL = "original"
@@ -117,6 +120,16 @@ class GatewayService:
                             headers=security_headers(self.config.public_url))
         response.set_etag(asset.etag)
         return response.make_conditional(request)
+
+    # --- metrics and log correlation ------------------------------------------
+    metrics = Metrics(upload_entrypoint="upload")
+    log_context = LogContext()
+
+    @http("GET", "/metrics")
+    def metrics_page(self, request):
+        # the Prometheus text of every service in this process (one registry)
+        body, content_type = exposition(request.headers.get("Accept"))
+        return Response(body, content_type=content_type)
 
 
 def parse_limit(value, default=20, maximum=100):

@@ -14,6 +14,7 @@ from imagepipe.catalog import FAILED
 from imagepipe.errors import PERMANENT_JOB_ERRORS, PipelineError, Unavailable
 from imagepipe.processing import process_image
 from services.dependencies import Config, JobRetries, Renderer, StorageRpc, job_handler, rpc
+from services.observability import LogContext, Metrics
 from services.topology import JOB_EVENT, JOB_SOURCE, PROCESSED_EVENT
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class ImagingService:
     render = Renderer()
     retries = JobRetries()
     dispatch = EventDispatcher()
+    metrics = Metrics()
+    log_context = LogContext()
 
     @job_handler(JOB_SOURCE, JOB_EVENT)
     def handle_image_uploaded(self, job):
@@ -35,8 +38,9 @@ class ImagingService:
         except Exception as exc:
             self._retry_or_give_up(job, exc)
             return
+        self.metrics.job_finished(outcome)
         log.info("image %s %s in %.3f s (rendered: %s)", outcome["id"], outcome["status"],
-                 outcome["seconds"], ",".join(outcome["rendered"]) or "-")
+                 outcome["seconds"], describe_renders(outcome))
         if outcome["changed"]:
             self.dispatch(PROCESSED_EVENT, outcome)
 
@@ -55,17 +59,28 @@ class ImagingService:
     def _retry_or_give_up(self, job, exc):
         reason = describe_error(exc)
         final = isinstance(exc, PERMANENT_JOB_ERRORS)
+        self.metrics.job_attempt_failed(permanent=final)
         log.warning("image %s attempt %s failed: %s", job.get("id"), int(job.get("attempt") or 0) + 1,
                     reason, exc_info=not isinstance(exc, PipelineError))
         if self.retries.retry(job, reason, final=final):
+            self.metrics.job_retried()
             return
+        self.metrics.job_dead_lettered()
         log.error("image %s dead-lettered: %s", job.get("id"), reason)
         try:
             outcome = self.storage.finish(job["id"], FAILED, "processing failed: " + reason)
         except (Unavailable, *PERMANENT_JOB_ERRORS, KeyError):
             return  # the storage sweeper re-dispatches it once storage is back
+        self.metrics.job_given_up()
         self.dispatch(PROCESSED_EVENT, {"id": outcome["id"], "status": outcome["status"],
                                         "error": outcome["error"]})
+
+
+def describe_renders(outcome):
+    """``thumb 0.012 s, medium 0.048 s`` -- each preset's time in the render worker."""
+    seconds = outcome.get("render_seconds") or {}
+    return ", ".join("{} {:.3f} s".format(preset, seconds[preset]) if preset in seconds else preset
+                     for preset in outcome["rendered"]) or "-"
 
 
 def describe_error(exc):

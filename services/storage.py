@@ -6,6 +6,7 @@ import logging
 
 
 from services.dependencies import Config, JobDispatcher, Storage, configured_timer, rpc
+from services.observability import LogContext, Metrics
 from services.topology import JOB_EVENT
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,8 @@ class StorageService:
     config = Config()
     store = Storage()
     dispatch = JobDispatcher()
+    metrics = Metrics()
+    log_context = LogContext()
 
     @rpc
     def put_original(self, data, info):

@@ -98,3 +98,45 @@ def test_crash_looping_job_gives_up(service):
     service.render.assert_not_called()
     status, reason = service.storage.finish.call_args.args[1:]
     assert status == "failed" and "gave up" in reason
+
+
+# -- metrics: what each path records -------------------------------------------
+
+def test_metrics_of_a_finished_job(service):
+    service.render.return_value = [
+        Rendition("thumb", b"webp", "webp", "image/webp", 10, 5, seconds=0.0123)]
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    outcome = service.metrics.job_finished.call_args.args[0]
+    assert outcome["status"] == "done" and outcome["changed"] is True
+    assert outcome["render_seconds"] == {"thumb": 0.0123}
+    service.metrics.job_attempt_failed.assert_not_called()
+
+
+def test_metrics_of_a_retry(service):
+    service.storage.get_original.side_effect = Unavailable("storage did not answer")
+    service.retries.retry.return_value = True
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.metrics.job_attempt_failed.assert_called_once_with(permanent=False)
+    service.metrics.job_retried.assert_called_once_with()
+    service.metrics.job_dead_lettered.assert_not_called()
+    service.metrics.job_finished.assert_not_called()
+
+
+def test_metrics_of_a_dead_letter(service):
+    service.render.side_effect = RuntimeError("boom")
+    service.retries.retry.return_value = False
+    service.handle_image_uploaded({"id": IMAGE_ID, "attempt": 3})
+    service.metrics.job_attempt_failed.assert_called_once_with(permanent=False)
+    service.metrics.job_retried.assert_not_called()
+    service.metrics.job_dead_lettered.assert_called_once_with()
+    service.metrics.job_given_up.assert_called_once_with()  # the image is marked failed
+
+
+def test_metrics_of_a_job_for_an_unknown_image(service):
+    service.storage.start_processing.side_effect = NotFound("no image")
+    service.retries.retry.return_value = False
+    service.storage.finish.side_effect = NotFound("no image")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.metrics.job_attempt_failed.assert_called_once_with(permanent=True)
+    service.metrics.job_dead_lettered.assert_called_once_with()
+    service.metrics.job_given_up.assert_not_called()  # no image was marked failed

@@ -1,0 +1,288 @@
+"""``python -m imagepipe``: upload images and follow them from a terminal.
+
+    python -m imagepipe upload PATH... [--wait] [--url URL] [--api-key KEY]
+    python -m imagepipe status ID [--url URL] [--api-key KEY]
+
+Folders are walked recursively for files with an image extension; files named
+on the command line are sent whatever their name (the server decides by
+content).  ``--wait`` follows each accepted image on its live status stream
+(``GET /images/<id>/events``, server-sent events) -- or, from a gateway
+without one (404/405), by polling ``GET /images/<id>`` -- and prints each
+rendition's URL.  The exit status is 1 if any file was rejected, failed or
+could not be sent.
+
+A plain HTTP client (requests, tqdm): nothing here needs nameko or a broker.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
+from tqdm import tqdm
+
+IMAGE_EXTENSIONS = frozenset((
+    ".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif",
+))
+TERMINAL = ("done", "failed")
+DEFAULT_URL = "http://localhost:8000"
+# the server sends a keep-alive at least every LIVE_RECHECK_INTERVAL (15 s)
+STREAM_READ_TIMEOUT = 60
+POLL_INTERVAL = 0.5
+PARALLEL_WAITS = 8
+
+
+class CliError(Exception):
+    """A failure to report in one line (no traceback) with exit status 1."""
+
+
+class Client:
+    def __init__(self, base_url, api_key=None, timeout=60):
+        self.base_url = base_url.rstrip("/") + "/"
+        self.timeout = timeout
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = "Bearer " + api_key
+
+    def url(self, path):
+        """An absolute URL for a path or link from the API (links may be relative)."""
+        return urljoin(self.base_url, path)
+
+    def upload(self, path):
+        """``(HTTP status, JSON body)`` of uploading the file at ``path``."""
+        with open(path, "rb") as image:
+            response = self._request("POST", "upload", files={"image": (Path(path).name, image)})
+        return response.status_code, _json(response)
+
+    def status(self, image_id):
+        response = self._request("GET", "images/" + image_id)
+        body = _json(response)
+        if response.status_code != 200:
+            raise CliError(_describe_error(response.status_code, body))
+        return body
+
+    def wait(self, image_id, timeout):
+        """The image's status once it is done or failed (or raise CliError at ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self._follow_events(image_id, deadline)
+            if status is None:  # no live status on this gateway
+                return self._poll(image_id, deadline)
+            if status["status"] in TERMINAL:
+                return status
+            # the stream ended early (server restart, its maximum age): reconnect
+        raise CliError("image {} did not finish within {:g} s".format(image_id, timeout))
+
+    def _follow_events(self, image_id, deadline):
+        """Read the event stream; the last status seen, or None without one."""
+        last = None
+        try:
+            with self.session.get(
+                    self.url("images/{}/events".format(image_id)), stream=True,
+                    headers={"Accept": "text/event-stream"},
+                    timeout=(self.timeout, STREAM_READ_TIMEOUT)) as response:
+                if response.status_code in (404, 405):
+                    # no events route (an unknown image is a 404 to polling too)
+                    return None
+                if response.status_code != 200:
+                    raise CliError(_describe_error(response.status_code, _json(response)))
+                for event, data in parse_events(_lines(response)):
+                    if event == "status":
+                        last = json.loads(data)
+                        if last["status"] in TERMINAL or time.monotonic() > deadline:
+                            break
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if time.monotonic() > deadline:
+                raise CliError("lost the status stream of {}: {}".format(image_id, exc)) from None
+            time.sleep(POLL_INTERVAL)  # then reconnect
+        return last or {"status": "unknown"}
+
+    def _poll(self, image_id, deadline):
+        while True:
+            status = self.status(image_id)
+            if status["status"] in TERMINAL:
+                return status
+            if time.monotonic() > deadline:
+                raise CliError("image {} is still {}".format(image_id, status["status"]))
+            time.sleep(POLL_INTERVAL)
+
+    def _request(self, method, path, **kwargs):
+        try:
+            return self.session.request(method, self.url(path), timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise CliError("cannot reach {}: {}".format(self.base_url, exc)) from None
+
+
+def _json(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return {"error": "http_{}".format(response.status_code), "message": response.text[:200]}
+    return body if isinstance(body, dict) else {"value": body}
+
+
+def _describe_error(status_code, body):
+    return "{} {}: {}".format(status_code, body.get("error", "error"), body.get("message", ""))
+
+
+def _lines(response):
+    """Text lines of a streamed response, as they arrive (not in 512-byte reads)."""
+    pending = b""
+    for chunk in response.iter_content(chunk_size=None):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.rstrip(b"\r").decode("utf-8")
+    if pending:
+        yield pending.decode("utf-8")
+
+
+def parse_events(lines):
+    """Server-sent events from text lines: yields ``(event name, data)``.
+
+    Follows the SSE format: ``event:``/``data:`` fields, several ``data``
+    lines joined with newlines, comments (``:``) ignored, an event ends at a
+    blank line; the default event name is ``message``.
+    """
+    event, data = None, []
+    for line in lines:
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, field_value = line.partition(":")
+        field_value = field_value[1:] if field_value.startswith(" ") else field_value
+        if field == "event":
+            event = field_value
+        elif field == "data":
+            data.append(field_value)
+
+
+def collect_files(paths):
+    """``(files to upload, number of files skipped)`` for the given paths."""
+    files, skipped = [], 0
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for found in sorted(candidate for candidate in path.rglob("*") if candidate.is_file()):
+                if found.suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append(found)
+                else:
+                    skipped += 1
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CliError("no such file or folder: {}".format(given))
+    return files, skipped
+
+
+def upload_command(args, client, out, err):
+    files, skipped = collect_files(args.paths)
+    if skipped:
+        print("skipped {} file(s) without an image extension".format(skipped), file=err)
+    if not files:
+        raise CliError("nothing to upload")
+    results = []  # (path, accepted body or None, error line or None)
+    for path in tqdm(files, desc="uploading", unit="file", file=err, disable=args.quiet):
+        try:
+            code, body = client.upload(path)
+        except (CliError, OSError) as exc:
+            results.append((path, None, str(exc)))
+            continue
+        if code == 202:
+            results.append((path, body, None))
+        else:
+            results.append((path, None, "rejected ({}): {}".format(
+                body.get("error", code), body.get("message", ""))))
+    finals = {}
+    accepted = [body["id"] for _path, body, _error in results if body]
+    if args.wait and accepted:
+        finals = wait_for_all(client, accepted, args.timeout, err, args.quiet)
+    return report(results, finals, client, out)
+
+
+def wait_for_all(client, image_ids, timeout, err, quiet):
+    """``{id: final status or CliError}`` -- every image followed at once."""
+    finals = {}
+    with tqdm(total=len(set(image_ids)), desc="processing", unit="image", file=err,
+              disable=quiet) as progress, \
+            ThreadPoolExecutor(max_workers=PARALLEL_WAITS) as pool:
+        futures = {image_id: pool.submit(client.wait, image_id, timeout)
+                   for image_id in dict.fromkeys(image_ids)}
+        for image_id, future in futures.items():
+            try:
+                finals[image_id] = future.result()
+            except CliError as exc:
+                finals[image_id] = exc
+            progress.update(1)
+    return finals
+
+
+def report(results, finals, client, out):
+    """Print one block per file; return the exit status."""
+    failures = 0
+    for path, body, error in results:
+        if error:
+            failures += 1
+            print("{}: {}".format(path, error), file=out)
+            continue
+        final = finals.get(body["id"])
+        if final is None:
+            print("{}: {} {}".format(path, body["id"], body["status"]), file=out)
+        elif isinstance(final, CliError):
+            failures += 1
+            print("{}: {} error: {}".format(path, body["id"], final), file=out)
+        elif final["status"] == "failed":
+            failures += 1
+            print("{}: {} failed: {}".format(path, body["id"], final.get("error")), file=out)
+        else:
+            print("{}: {} done".format(path, body["id"]), file=out)
+            for preset, variant in sorted(final.get("variants", {}).items()):
+                print("  {}: {}".format(preset, client.url(variant["url"])), file=out)
+    return 1 if failures else 0
+
+
+def status_command(args, client, out, err):
+    print(json.dumps(client.status(args.image_id), indent=2, sort_keys=True), file=out)
+    return 0
+
+
+def build_parser():
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--url", default=os.environ.get("IMAGEPIPE_URL", DEFAULT_URL),
+                        help="gateway URL (default: $IMAGEPIPE_URL or %(default)s)")
+    server.add_argument("--api-key", default=os.environ.get("IMAGEPIPE_API_KEY"),
+                        help="API key (default: $IMAGEPIPE_API_KEY)")
+    parser = argparse.ArgumentParser(prog="imagepipe", description="Upload images to imagepipe.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    upload = commands.add_parser("upload", parents=[server],
+                                 help="upload files and folders of images")
+    upload.add_argument("paths", nargs="+", metavar="PATH")
+    upload.add_argument("--wait", action="store_true",
+                        help="wait until each image is done and print its rendition URLs")
+    upload.add_argument("--timeout", type=float, default=600,
+                        help="seconds to wait for each image with --wait (default %(default)s)")
+    upload.add_argument("--quiet", action="store_true", help="no progress bars")
+    upload.set_defaults(run=upload_command)
+    status = commands.add_parser("status", parents=[server], help="print an image's status as JSON")
+    status.add_argument("image_id", metavar="ID")
+    status.set_defaults(run=status_command)
+    return parser
+
+
+def main(argv=None, out=None, err=None):
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser().parse_args(argv)
+    client = Client(args.url, args.api_key)
+    try:
+        return args.run(args, client, out, err)
+    except CliError as exc:
+        print("imagepipe: {}".format(exc), file=err)
+        return 1
