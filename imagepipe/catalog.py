@@ -40,6 +40,8 @@ images = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # where to POST the status when the image is finished (imagepipe.webhooks)
+    sa.Column("callback_url", sa.Text, nullable=True),
 )
 
 variants = sa.Table(
@@ -120,11 +122,12 @@ class Catalog:
 
     # -- images -----------------------------------------------------------
 
-    def add_image(self, image_id, sha256, info, size):
+    def add_image(self, image_id, sha256, info, size, callback_url=None):
         """Record an uploaded original; return ``(record, created)``.
 
         A re-upload of an image that failed starts it afresh; any other
-        re-upload leaves the existing record untouched.
+        re-upload leaves the existing record untouched, except that a
+        ``callback_url`` it names replaces the previous one (the latest wins).
         """
         now = self.clock()
         with self.engine.begin() as conn:
@@ -134,9 +137,12 @@ class Catalog:
                     mime_type=info["mime_type"], width=info["width"],
                     height=info["height"], frames=info.get("frames", 1),
                     bytes=size, status=PENDING, error=None, attempts=0,
-                    created_at=now, updated_at=now,
+                    created_at=now, updated_at=now, callback_url=callback_url,
                 ).returning(images.c.id)
             ).first() is not None
+            if not inserted and callback_url:
+                conn.execute(images.update().where(images.c.id == image_id)
+                             .values(callback_url=callback_url))
             if not inserted:
                 conn.execute(
                     images.update()
@@ -329,4 +335,5 @@ def _image_record(row, variant_rows):
         },
         "created_at": isoformat(row["created_at"]),
         "updated_at": isoformat(row["updated_at"]),
+        "callback_url": row["callback_url"],
     }

@@ -63,6 +63,18 @@ class Unavailable(PipelineError):
     http_status = 503
 
 
+class InvalidCallbackUrl(BadRequest):
+    """A ``callback_url`` that is not a usable absolute http(s) URL."""
+
+    code = "invalid_callback_url"
+
+
+class CallbackUrlForbidden(BadRequest):
+    """A ``callback_url`` refused by the SSRF rule (scheme or non-public address)."""
+
+    code = "callback_url_forbidden"
+
+
 # Permanent errors: retrying the same bytes can never succeed.
 PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
 
@@ -72,4 +84,5 @@ PERMANENT_JOB_ERRORS = (NotFound, BadRequest)
 ALL_ERRORS = (
     PipelineError, BadRequest, Unauthorized, NotFound, PayloadTooLarge,
     TooManyPixels, UnsupportedFormat, InvalidImage, Unavailable,
+    InvalidCallbackUrl, CallbackUrlForbidden,
 )

@@ -57,6 +57,11 @@ class Settings:
     rpc_queue_type: str = "classic"
     # metrics exporter of this process ((host, port); None: no exporter)
     metrics_address: tuple = None
+    # completion webhooks (imagepipe.webhooks)
+    webhook_retry_delays: tuple = (1.0, 5.0, 30.0, 120.0)
+    webhook_timeout: float = 5.0
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow_private: bool = False
 
     @classmethod
     def from_config(cls, config):
@@ -101,6 +106,7 @@ class Settings:
             job_delivery_limit=_positive_int(
                 "JOB_DELIVERY_LIMIT", config.get("JOB_DELIVERY_LIMIT"), cls.job_delivery_limit),
             metrics_address=parse_metrics_address(config.get("METRICS_ADDRESS")),
+            **_webhook_settings(config),
         )
 
     def preset(self, name):
@@ -137,6 +143,34 @@ def _positive_int(name, value, default):
     if number < 1:
         raise ValueError("{} must be at least 1, not {}".format(name, number))
     return number
+
+
+def _webhook_settings(config):
+    delays = tuple(float(delay) for delay in _as_list(
+        config.get("WEBHOOK_RETRY_DELAYS"), Settings.webhook_retry_delays))
+    timeout = float(config.get("WEBHOOK_TIMEOUT") or Settings.webhook_timeout)
+    if any(delay <= 0 for delay in delays) or timeout <= 0:
+        raise ValueError("WEBHOOK_RETRY_DELAYS and WEBHOOK_TIMEOUT must be positive")
+    return {
+        "webhook_retry_delays": delays,
+        "webhook_timeout": timeout,
+        "webhook_secret": str(config.get("WEBHOOK_SECRET") or ""),
+        "webhook_allow_private": as_bool(config.get("WEBHOOK_ALLOW_PRIVATE"), "WEBHOOK_ALLOW_PRIVATE"),
+    }
+
+
+def as_bool(value, name):
+    """YAML may hand over a bool already; environment strings are spelled out."""
+    if value in (None, ""):
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("{} must be true or false, not {!r}".format(name, value))
 
 
 def default_db_url(storage_root):

@@ -30,7 +30,7 @@ class ImageStore:
             Catalog.from_url(settings.storage_db),
         )
 
-    def put_original(self, data, info):
+    def put_original(self, data, info, callback_url=None):
         """Store uploaded bytes; return ``(record, created)``.
 
         The blob is durable before the catalog row exists, so a record never
@@ -43,7 +43,7 @@ class ImageStore:
         key = original_key(image_id)
         if not self.blobs.exists(key):
             self.blobs.put(key, data, info["mime_type"], sha256)
-        return self.catalog.add_image(image_id, sha256, info, len(data))
+        return self.catalog.add_image(image_id, sha256, info, len(data), callback_url)
 
     def get_original(self, image_id):
         check_image_id(image_id)

@@ -10,7 +10,7 @@ import kombu
 from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
 
-from imagepipe import api, images
+from imagepipe import api, images, webhooks
 from imagepipe.catalog import PENDING
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
@@ -20,6 +20,7 @@ from services.dependencies import Config, JobDispatcher, StorageRpc, event_subsc
 from services.http import error_response, http, json_response
 from services.live import LiveStatus
 from services.topology import JOB_EVENT, PROCESSED_EVENT
+from services.webhooks import PROCESSED_SOURCE, Webhooks, webhook_handler
 
 # metrics and log correlation
 from services.observability import LogContext, Metrics, exposition
@@ -37,17 +38,24 @@ class GatewayService:
     config = Config()
     storage = StorageRpc()
     dispatch = JobDispatcher()
+    webhooks = Webhooks()
 
     @http("POST", "/upload")
     def upload(self, request):
-        data, _fields = read_upload(request, self.config.max_upload_bytes)
+        data, fields = read_upload(request, self.config.max_upload_bytes)
+        callback_url = webhooks.callback_url_from(request.args, fields)
+        if callback_url:
+            self.webhooks.check(callback_url)  # SSRF rule: refused before anything is stored
         info = images.probe(data, self.config.allowed_formats, self.config.max_pixels)
-        record, _created = self.storage.put_original(data, asdict(info))
+        record, _created = self.storage.put_original(data, asdict(info), callback_url)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash
         # redelivers the first, and the storage sweeper heals a lost one.
         if record["status"] == PENDING:
             self.dispatch(JOB_EVENT, {"id": record["id"]})
+        elif callback_url and record["status"] in webhooks.TERMINAL_STATUSES:
+            # finished already: no event will come, so deliver to the new URL now
+            self.webhooks.request_delivery(record["id"], callback_url)
         body = api.upload_accepted(record, self.config.public_url)
         return json_response(body, status=202, headers={"Location": body["links"]["self"]})
 
@@ -130,6 +138,12 @@ class GatewayService:
         # the Prometheus text of every service in this process (one registry)
         body, content_type = exposition(request.headers.get("Accept"))
         return Response(body, content_type=content_type)
+
+    # --- completion webhooks (imagepipe/webhooks.py, services/webhooks.py) --
+    @webhook_handler(PROCESSED_SOURCE, PROCESSED_EVENT)
+    def deliver_webhook(self, message):
+        """POST a finished image's status to its callback_url (services/webhooks.py)."""
+        self.webhooks.handle(message, self.storage.get_image)
 
 
 def parse_limit(value, default=20, maximum=100):

@@ -22,8 +22,8 @@ class StorageService:
     log_context = LogContext()
 
     @rpc
-    def put_original(self, data, info):
-        return self.store.put_original(data, info)
+    def put_original(self, data, info, callback_url=None):
+        return self.store.put_original(data, info, callback_url)
 
     @rpc
     def get_image(self, image_id):

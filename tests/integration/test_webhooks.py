@@ -1,0 +1,182 @@
+"""Completion webhooks end to end: real services, real HTTP to a real receiver.
+
+The receiver is a threaded ``http.server`` on 127.0.0.1, so these tests run
+with ``WEBHOOK_ALLOW_PRIVATE`` on -- except the one that checks the SSRF rule
+refuses exactly that address when it is off.
+"""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from imagepipe.webhooks import verify_signature
+from tests.helpers import make_jpeg, make_png, wait_for_status
+
+SECRET = "test-webhook-secret"
+
+
+class Receiver:
+    """Records every POST; answers ``fail_first`` of them with 500."""
+
+    def __init__(self, fail_first=0):
+        self.fail_first = fail_first
+        self.requests = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.requests.append({"path": self.path, "headers": dict(self.headers),
+                                              "body": body, "at": time.monotonic()})
+                    failing = len(receiver.requests) <= receiver.fail_first
+                self.send_response(500 if failing else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path="/hook"):
+        return "http://127.0.0.1:{}{}".format(self.server.server_address[1], path)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.requests) >= count:
+                    return list(self.requests)
+            time.sleep(0.05)
+        raise AssertionError("receiver got {} requests, expected {}".format(len(self.requests), count))
+
+
+@pytest.fixture
+def pipeline_config(pipeline_config):
+    pipeline_config.update({
+        "WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_RETRY_DELAYS": "0.3,0.6,0.9", "WEBHOOK_TIMEOUT": 2,
+    })
+    return pipeline_config
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as receiver:
+        yield receiver
+
+
+def assert_signed(request):
+    headers = request["headers"]
+    assert headers["Content-Type"] == "application/json"
+    assert verify_signature(SECRET, headers["X-Imagepipe-Timestamp"], request["body"],
+                            headers["X-Imagepipe-Signature"])
+    # a tampered body or a replayed old timestamp does not verify
+    assert not verify_signature(SECRET, headers["X-Imagepipe-Timestamp"], request["body"] + b" ",
+                                headers["X-Imagepipe-Signature"])
+    assert not verify_signature(SECRET, headers["X-Imagepipe-Timestamp"], request["body"],
+                                headers["X-Imagepipe-Signature"], now=time.time() + 3600)
+
+
+def test_done_image_is_posted_once_signed(pipeline, web, receiver):
+    response = web.post("/upload", files={"image": ("a.jpg", make_jpeg(800, 600))},
+                        data={"callback_url": receiver.url()})
+    assert response.status_code == 202, response.text
+    image_id = response.json()["id"]
+    [request] = receiver.wait_for(1)
+    status = wait_for_status(web, image_id)
+    time.sleep(1.5)  # room for a duplicate, which must not come
+    assert len(receiver.requests) == 1
+    assert request["path"] == "/hook"
+    assert_signed(request)
+    assert request["headers"]["X-Imagepipe-Event"] == "image.done"
+    delivered = json.loads(request["body"])
+    assert delivered == status  # the same JSON GET /images/<id> answers
+    assert delivered["status"] == "done" and set(delivered["variants"]) == {"thumb", "medium"}
+
+
+def test_failing_receiver_is_retried_with_backoff(pipeline, web):
+    with Receiver(fail_first=2) as receiver:
+        response = web.post("/upload?callback_url=" + receiver.url("/flaky"),
+                            data=make_png(120, 80), headers={"Content-Type": "image/png"})
+        assert response.status_code == 202, response.text
+        requests = receiver.wait_for(3)
+        time.sleep(1.5)
+        assert len(receiver.requests) == 3  # two failures, one success, then nothing
+    gaps = [later["at"] - earlier["at"] for earlier, later in zip(requests, requests[1:])]
+    # back-off 0.3 s then 0.6 s (RabbitMQ TTLs; generous upper bounds for a busy machine)
+    assert 0.25 <= gaps[0] < 3 and 0.55 <= gaps[1] < 4, gaps
+    assert len({request["headers"]["X-Imagepipe-Delivery"] for request in requests}) == 1
+    for request in requests:
+        assert_signed(request)
+        assert json.loads(request["body"])["status"] == "done"
+
+
+def test_corrupt_image_delivers_failed(pipeline, web, receiver):
+    truncated = make_jpeg(1200, 900)[:5000]
+    response = web.post("/upload", files={"image": ("bad.jpg", truncated)},
+                        data={"callback_url": receiver.url()})
+    assert response.status_code == 202, response.text
+    [request] = receiver.wait_for(1)
+    delivered = json.loads(request["body"])
+    assert delivered["id"] == response.json()["id"]
+    assert delivered["status"] == "failed" and delivered["error"]
+    assert request["headers"]["X-Imagepipe-Event"] == "image.failed"
+    assert_signed(request)
+
+
+def test_reupload_of_a_done_image_with_a_new_callback_delivers_at_once(pipeline, web, receiver):
+    data = make_jpeg(300, 200, color=(9, 9, 9))
+    image_id = web.post("/upload", files={"image": ("a.jpg", data)}).json()["id"]
+    assert wait_for_status(web, image_id)["status"] == "done"
+    assert receiver.requests == []  # no callback_url, no delivery
+    response = web.post("/upload", files={"image": ("a.jpg", data)},
+                        data={"callback_url": receiver.url("/second")})
+    assert response.status_code == 202 and response.json()["status"] == "done"
+    [request] = receiver.wait_for(1)
+    assert request["path"] == "/second"
+    assert json.loads(request["body"])["status"] == "done"
+
+
+@pytest.mark.parametrize("url, code", [
+    ("not a url", "invalid_callback_url"),
+    ("http://", "invalid_callback_url"),
+    ("ftp://example.com/hook", "callback_url_forbidden"),
+])
+def test_malformed_callback_urls_are_refused(pipeline, web, url, code):
+    response = web.post("/upload", files={"image": ("a.jpg", make_jpeg(64, 64))},
+                        data={"callback_url": url})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == code
+
+
+def test_private_callback_is_refused_when_not_allowed(runner_factory, pipeline_config, web, receiver):
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+
+    pipeline_config["WEBHOOK_ALLOW_PRIVATE"] = "false"
+    runner_factory(pipeline_config, GatewayService, ImagingService, StorageService).start()
+    for url in (receiver.url(), "http://localhost:9/x", "http://[::ffff:127.0.0.1]/x"):
+        response = web.post("/upload", files={"image": ("a.jpg", make_jpeg(64, 64))},
+                            data={"callback_url": url})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "callback_url_forbidden"
+    assert web.get("/images").json()["images"] == []
+    originals = Path(pipeline_config["STORAGE_ROOT"]) / "originals"
+    assert not originals.exists() or not any(path.is_file() for path in originals.rglob("*"))
+    assert receiver.requests == []
