@@ -57,7 +57,15 @@ USER_AGENT = "imagepipe-webhooks/1"
 # such spellings are refused rather than second-guessed.
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+# Special-purpose blocks (RFC 6890 and successors) spelled out, so the rule
+# does not depend on which Python patch release's ipaddress tables are in use.
+_SPECIAL_PURPOSE = tuple(ipaddress.ip_network(network) for network in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+    "::/8", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+))
 
 
 @dataclass(frozen=True)
@@ -128,8 +136,9 @@ def forbidden_reason(address):
     for reason in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
         if getattr(address, "is_" + reason):
             return reason.replace("_", "-")
-    if address.version == 4 and address in _SHARED_ADDRESS_SPACE:
-        return "shared address space"
+    for network in _SPECIAL_PURPOSE:
+        if address.version == network.version and address in network:
+            return "special-purpose {}".format(network)
     if not address.is_global:
         return "not globally routable"
     return None
@@ -159,10 +168,10 @@ def _parse(url):
     except ValueError as exc:
         raise InvalidCallbackUrl("callback_url is malformed: {}".format(exc)) from None
     scheme = parts.scheme.lower()
+    if scheme and scheme not in ALLOWED_SCHEMES:
+        raise CallbackUrlForbidden("callback_url scheme {!r} is not allowed; use http or https".format(scheme))
     if not scheme or not parts.netloc:
         raise InvalidCallbackUrl("callback_url must be an absolute http(s) URL")
-    if scheme not in ALLOWED_SCHEMES:
-        raise CallbackUrlForbidden("callback_url scheme {!r} is not allowed; use http or https".format(scheme))
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise InvalidCallbackUrl("callback_url has no host")

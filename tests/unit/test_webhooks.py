@@ -1,0 +1,308 @@
+"""imagepipe.webhooks: the SSRF guard, signing, the POST and the retry decision.
+
+Name resolution is injected (``resolve=``), never patched globally; the
+sender tests POST to a real local http.server.
+"""
+import ipaddress
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl
+from imagepipe.webhooks import (
+    Attempt, WebhookSender, callback_url_from, check_callback_url, deliver, delivery_id,
+    embedded_ipv4, forbidden_reason, pinned_request, signature, verify_signature)
+
+PUBLIC_V4 = "93.184.216.34"
+PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
+
+
+def resolver(*addresses):
+    calls = []
+
+    def resolve(host, port):
+        calls.append((host, port))
+        return list(addresses)
+
+    resolve.calls = calls
+    return resolve
+
+
+def no_dns(host, port):
+    raise AssertionError("literal addresses must not be resolved")
+
+
+# -- the SSRF guard: literal addresses ----------------------------------------
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",
+    "169.254.169.254",  # cloud metadata
+    "0.0.0.0", "100.64.0.1", "192.0.0.8", "192.0.2.1", "198.18.0.1", "198.51.100.7",
+    "203.0.113.9", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
+    "[::1]", "[::]", "[fe80::1]", "[fc00::1]", "[fd12:3456::1]", "[ff02::1]", "[ff0e::1]",
+    "[2001:db8::1]", "[::ffff:127.0.0.1]", "[::ffff:10.1.2.3]", "[::ffff:169.254.169.254]",
+    "[::ffff:7f00:1]", "[2002:7f00:1::]", "[2002:a00:1::1]", "[64:ff9b::7f00:1]",
+    "[64:ff9b::a9fe:a9fe]", "[::127.0.0.1]", "[fe80::1%25eth0]",
+])
+def test_non_public_literal_addresses_are_forbidden(host):
+    with pytest.raises(CallbackUrlForbidden):
+        check_callback_url("http://{}/hook".format(host), resolve=no_dns)
+
+
+@pytest.mark.parametrize("host", [PUBLIC_V4, "8.8.8.8", "[{}]".format(PUBLIC_V6),
+                                  "[::ffff:8.8.8.8]", "[2002:808:808::1]", "[64:ff9b::808:808]"])
+def test_public_literal_addresses_are_allowed(host):
+    target = check_callback_url("https://{}:8443/hook?x=1".format(host), resolve=no_dns)
+    assert target.port == 8443 and target.scheme == "https"
+    assert len(target.addresses) == 1
+
+
+def test_allow_private_lets_everything_through_but_still_parses():
+    target = check_callback_url("http://127.0.0.1:9000/x", allow_private=True, resolve=no_dns)
+    assert target.addresses == ("127.0.0.1",) and target.port == 9000
+    with pytest.raises(CallbackUrlForbidden):
+        check_callback_url("file:///etc/passwd", allow_private=True, resolve=no_dns)
+    with pytest.raises(InvalidCallbackUrl):
+        check_callback_url("http://", allow_private=True, resolve=no_dns)
+
+
+@pytest.mark.parametrize("url", [
+    "file:///etc/passwd", "gopher://example.com/", "ftp://example.com/x", "javascript:alert(1)",
+    "data:text/plain,hi", "dict://example.com:11211/",
+])
+def test_other_schemes_are_forbidden(url):
+    with pytest.raises(CallbackUrlForbidden):
+        check_callback_url(url, resolve=resolver(PUBLIC_V4))
+
+
+@pytest.mark.parametrize("url", [
+    "", "hook", "/relative/path", "http://", "https:///path", "http://exa mple.com/",
+    "http://example.com/\n", "http://example.com:99999/", "http://example.com:0/",
+    "http://example.com:port/", "http://[::1/", "http://" + "a" * 2100 + ".com/", None, 42,
+    # inet_aton spellings of 127.0.0.1 that getaddrinfo would accept
+    "http://2130706433/", "http://0x7f000001/", "http://127.1/", "http://0177.0.0.1/",
+])
+def test_malformed_urls_are_invalid(url):
+    with pytest.raises(InvalidCallbackUrl):
+        check_callback_url(url, resolve=resolver(PUBLIC_V4))
+
+
+# -- the SSRF guard: names --------------------------------------------------------
+
+def test_a_name_is_judged_by_every_address_it_resolves_to():
+    resolve = resolver(PUBLIC_V4, PUBLIC_V6)
+    target = check_callback_url("http://hooks.example.com/x", resolve=resolve)
+    assert target.host == "hooks.example.com" and target.port == 80
+    assert target.addresses == (PUBLIC_V4, PUBLIC_V6)
+    assert resolve.calls == [("hooks.example.com", 80)]
+    # one private address among public ones is enough to refuse (round-robin DNS)
+    with pytest.raises(CallbackUrlForbidden, match="10.0.0.5"):
+        check_callback_url("http://hooks.example.com/x", resolve=resolver(PUBLIC_V4, "10.0.0.5"))
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "::ffff:192.168.0.1", "169.254.169.254",
+                                     "fe80::1%eth0"])
+def test_a_name_resolving_to_a_private_address_is_forbidden(address):
+    with pytest.raises(CallbackUrlForbidden):
+        check_callback_url("https://rebind.example.net/hook", resolve=resolver(address))
+
+
+def test_a_name_that_does_not_resolve_is_invalid():
+    def nxdomain(host, port):
+        raise OSError(-2, "Name or service not known")
+
+    with pytest.raises(InvalidCallbackUrl):
+        check_callback_url("http://nowhere.invalid/", resolve=nxdomain)
+    with pytest.raises(InvalidCallbackUrl):
+        check_callback_url("http://empty.example/", resolve=resolver())
+
+
+def test_trailing_dot_and_case_do_not_change_the_host():
+    resolve = resolver(PUBLIC_V4)
+    target = check_callback_url("HTTPS://Hooks.Example.COM./x", resolve=resolve)
+    assert target.scheme == "https" and target.host == "hooks.example.com"
+
+
+def test_forbidden_reason_unwraps_embedded_ipv4():
+    assert embedded_ipv4(ipaddress.ip_address("::ffff:1.2.3.4")) == ipaddress.ip_address("1.2.3.4")
+    assert embedded_ipv4(ipaddress.ip_address("2002:102:304::")) == ipaddress.ip_address("1.2.3.4")
+    assert embedded_ipv4(ipaddress.ip_address("64:ff9b::102:304")) == ipaddress.ip_address("1.2.3.4")
+    assert forbidden_reason(ipaddress.ip_address("::ffff:127.0.0.1")) == "loopback"
+    assert forbidden_reason(ipaddress.ip_address("169.254.1.1")) == "link-local"
+    assert forbidden_reason(ipaddress.ip_address("100.64.1.1")) == "special-purpose 100.64.0.0/10"
+    assert forbidden_reason(ipaddress.ip_address(PUBLIC_V4)) is None
+
+
+# -- where the URL comes from ------------------------------------------------------
+
+def test_callback_url_from_query_or_form():
+    assert callback_url_from({}, {}) is None
+    assert callback_url_from({"callback_url": "http://a/"}, {}) == "http://a/"
+    assert callback_url_from({}, {"callback_url": "http://b/"}) == "http://b/"
+    assert callback_url_from({"callback_url": "http://a/"}, {"callback_url": "http://a/"}) == "http://a/"
+    with pytest.raises(InvalidCallbackUrl):
+        callback_url_from({"callback_url": "http://a/"}, {"callback_url": "http://b/"})
+    with pytest.raises(InvalidCallbackUrl):
+        callback_url_from({"callback_url": "  "}, {})
+
+
+# -- signing ------------------------------------------------------------------------
+
+def test_signature_covers_timestamp_and_body():
+    body = b'{"id":"x"}'
+    expected = "sha256=" + __import__("hmac").new(
+        b"key", b"1700000000." + body, "sha256").hexdigest()
+    assert signature("key", 1700000000, body) == expected
+    assert verify_signature("key", "1700000000", body, expected, now=1700000100)
+    assert not verify_signature("key", "1700000001", body, expected, now=1700000100)  # other time
+    assert not verify_signature("other", "1700000000", body, expected, now=1700000100)
+    assert not verify_signature("key", "1700000000", body, expected, now=1700000000 + 301)  # stale
+    assert not verify_signature("key", "soon", body, expected)
+    assert not verify_signature("key", "1700000000", body, None, now=1700000000)
+
+
+# -- pinning the vetted address ------------------------------------------------------
+
+def test_pinned_request_keeps_the_host_name_in_the_host_header():
+    target = check_callback_url("https://hooks.example.com:8443/a/b?c=d#frag",
+                                resolve=resolver(PUBLIC_V6))
+    url, host = pinned_request(target, target.addresses[0])
+    assert url == "https://[{}]:8443/a/b?c=d".format(PUBLIC_V6)
+    assert host == "hooks.example.com:8443"
+    target = check_callback_url("http://hooks.example.com", resolve=resolver(PUBLIC_V4))
+    assert pinned_request(target, PUBLIC_V4) == ("http://{}/".format(PUBLIC_V4), "hooks.example.com")
+
+
+# -- the POST, against a real local server -------------------------------------------
+
+class Recorder(BaseHTTPRequestHandler):
+    answers = []
+    seen = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Recorder.seen.append((self.path, dict(self.headers), body))
+        status, headers = Recorder.answers.pop(0) if Recorder.answers else (200, {})
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    Recorder.answers, Recorder.seen = [], []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:{}".format(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+STATUS = {"id": "ab" * 16, "status": "done", "updated_at": "2026-01-01T00:00:00.000+00:00"}
+
+
+def test_sender_posts_signed_json(server):
+    sender = WebhookSender(timeout=2, secret="k", allow_private=True, clock=lambda: 1700000000)
+    result = sender.send(server + "/hook?x=1", STATUS)
+    assert result == Attempt(True, "HTTP 200")
+    [(path, headers, body)] = Recorder.seen
+    assert path == "/hook?x=1"
+    assert json.loads(body) == STATUS
+    assert headers["X-Imagepipe-Timestamp"] == "1700000000"
+    assert headers["X-Imagepipe-Signature"] == signature("k", 1700000000, body)
+    assert headers["X-Imagepipe-Event"] == "image.done"
+    assert headers["X-Imagepipe-Delivery"] == delivery_id(STATUS, server + "/hook?x=1")
+
+
+def test_sender_without_secret_sends_no_signature(server):
+    assert WebhookSender(timeout=2, allow_private=True).send(server, STATUS).ok
+    headers = Recorder.seen[0][1]
+    assert "X-Imagepipe-Signature" not in headers and "X-Imagepipe-Timestamp" not in headers
+
+
+def test_sender_does_not_follow_redirects(server):
+    Recorder.answers = [(302, {"Location": "http://169.254.169.254/latest/meta-data"})]
+    result = WebhookSender(timeout=2, allow_private=True).send(server, STATUS)
+    assert not result.ok and "302" in result.detail and not result.permanent
+    assert len(Recorder.seen) == 1
+
+
+def test_sender_reports_errors_and_refusals_without_raising(server):
+    Recorder.answers = [(503, {})]
+    assert WebhookSender(timeout=2, allow_private=True).send(server, STATUS) == Attempt(False, "HTTP 503")
+    # re-checked at delivery: private now forbidden, permanently
+    refused = WebhookSender(timeout=2, allow_private=False).send(server, STATUS)
+    assert not refused.ok and refused.permanent
+    assert len(Recorder.seen) == 1
+    # nobody listening: a transient failure
+    closed = WebhookSender(timeout=2, allow_private=True).send("http://127.0.0.1:9/", STATUS)
+    assert not closed.ok and not closed.permanent and "ConnectionError" in closed.detail
+
+
+def test_sender_connects_to_the_vetted_address_not_a_second_lookup(server):
+    port = int(server.rsplit(":", 1)[1])
+    answers = iter([["127.0.0.1"], ["203.0.113.50"]])  # a rebinding DNS server
+    sender = WebhookSender(timeout=2, allow_private=True, resolve=lambda host, p: next(answers))
+    assert sender.send("http://hooks.test:{}/pinned".format(port), STATUS).ok
+    path, headers, _ = Recorder.seen[0]
+    assert path == "/pinned" and headers["Host"] == "hooks.test:{}".format(port)
+
+
+# -- the retry decision ------------------------------------------------------------------
+
+RECORD = {"id": "cd" * 16, "status": "done", "updated_at": "t", "callback_url": "http://h/x"}
+DELAYS = (1.0, 5.0, 30.0)
+
+
+def sent(result, log):
+    def send(url, body):
+        log.append(url)
+        return result
+    return send
+
+
+def test_deliver_retries_with_growing_attempts_then_gives_up():
+    calls = []
+    failing = sent(Attempt(False, "HTTP 500"), calls)
+    message = {"id": RECORD["id"], "status": "done"}
+    delays = []
+    for _ in DELAYS:
+        decision = deliver(message, RECORD, RECORD, failing, DELAYS)
+        assert decision.outcome == "retry"
+        delays.append(decision.retry_delay)
+        message = decision.retry_message
+    assert delays == list(DELAYS)
+    assert message["webhook"] == {"attempt": 3, "callback_url": "http://h/x"}
+    assert deliver(message, RECORD, RECORD, failing, DELAYS).outcome == "gave_up"
+    assert calls == ["http://h/x"] * 4
+
+
+def test_deliver_gives_up_at_once_on_a_permanent_failure():
+    decision = deliver({"id": "x"}, RECORD, RECORD, sent(Attempt(False, "forbidden", True), []), DELAYS)
+    assert decision.outcome == "gave_up"
+
+
+@pytest.mark.parametrize("record, message, reason", [
+    (dict(RECORD, callback_url=None), {}, "no callback_url"),
+    (dict(RECORD, status="processing"), {}, "image is processing"),
+    (dict(RECORD, status="pending"), {}, "image is pending"),
+    (RECORD, {"webhook": {"attempt": 1, "callback_url": "http://old/"}}, "replaced"),
+])
+def test_deliver_skips_what_is_not_due(record, message, reason):
+    calls = []
+    decision = deliver(dict(message, id=RECORD["id"]), record, record, sent(Attempt(True, ""), calls), DELAYS)
+    assert decision.outcome == "skipped" and reason in decision.detail
+    assert calls == []
+
+
+def test_deliver_succeeds_on_a_2xx():
+    decision = deliver({"id": "x"}, RECORD, RECORD, sent(Attempt(True, "HTTP 204"), []), DELAYS)
+    assert (decision.outcome, decision.retry_message) == ("delivered", None)
