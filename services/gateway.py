@@ -14,6 +14,7 @@ from imagepipe import api, images, webhooks
 from imagepipe.catalog import PENDING
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
+from imagepipe.openapi import openapi_spec
 from imagepipe.uploads import read_upload
 from imagepipe.webpage import PAGE, WebAssets, security_headers
 from services.dependencies import Config, JobDispatcher, StorageRpc, event_subscriber
@@ -138,6 +139,11 @@ class GatewayService:
         # the Prometheus text of every service in this process (one registry)
         body, content_type = exposition(request.headers.get("Accept"))
         return Response(body, content_type=content_type)
+
+    # --- the API's OpenAPI description (imagepipe/openapi.yaml) ----------
+    @http("GET", "/openapi.json", public=True)
+    def openapi(self, request):
+        return json_response(openapi_spec(self.config.public_url))
 
     # --- completion webhooks (imagepipe/webhooks.py, services/webhooks.py) --
     @webhook_handler(PROCESSED_SOURCE, PROCESSED_EVENT)
