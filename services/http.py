@@ -11,7 +11,7 @@ import logging
 
 from nameko.exceptions import BadRequest as NamekoBadRequest
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
@@ -55,9 +55,32 @@ class JsonWsgiApp(WsgiApp):
         return provider.handle_request(request)(environ, start_response)
 
 
+class JsonProtocol(HttpOnlyProtocol):
+    """eventlet's HTTP protocol, answering an over-long request line with JSON.
+
+    eventlet refuses a request line longer than its limit (8 KiB) with a bare
+    ``414`` before any WSGI app runs; this answers the same, as JSON.
+    """
+
+    def _read_request_line(self):
+        line = super()._read_request_line()
+        if line and len(line) >= self.server.url_length_limit:
+            body = json.dumps(error_body("uri_too_long", "the request line is longer than {} bytes".format(
+                self.server.url_length_limit))).encode()
+            self.wfile.write(
+                b"HTTP/1.1 414 URI Too Long\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.close_connection = 1
+            return ""  # handle_one_request then closes without answering again
+        return line
+
+
 class JsonWebServer(WebServer):
     def get_wsgi_app(self):
         return JsonWsgiApp(self)
+
+    def get_wsgi_server(self, sock, wsgi_app, protocol=JsonProtocol, debug=False):
+        return super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
 
 
 class HttpEntrypoint(HttpRequestHandler):

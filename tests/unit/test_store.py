@@ -21,6 +21,11 @@ def store(tmp_path):
     )
 
 
+@pytest.fixture
+def catalog_url(tmp_path):
+    return "sqlite:///{}".format(tmp_path / "migrated.sqlite3")
+
+
 def test_id_derives_from_content_and_duplicates_are_stored_once(store, tmp_path):
     record, created = store.put_original(b"some image bytes", INFO)
     again, created_again = store.put_original(b"some image bytes", INFO)
@@ -157,3 +162,43 @@ def test_operator_retry_restarts_a_failed_image_only_when_asked(store):
     assert store.start_processing(image_id)["status"] == "failed"
     record = store.start_processing(image_id, retry_failed=True)
     assert (record["status"], record["error"], record["attempts"]) == ("processing", None, 1)
+
+
+def test_callback_url_is_kept_and_the_latest_one_wins(store):
+    record, _ = store.put_original(b"hooked", INFO, "https://a.example/hook")
+    assert record["callback_url"] == "https://a.example/hook"
+    # a re-upload without a callback_url keeps the one there is
+    assert store.put_original(b"hooked", INFO)[0]["callback_url"] == "https://a.example/hook"
+    store.start_processing(record["id"])
+    store.finish(record["id"], "done")
+    # a re-upload naming another one replaces it, and leaves the status alone
+    again, created = store.put_original(b"hooked", INFO, "https://b.example/hook")
+    assert not created
+    assert (again["callback_url"], again["status"]) == ("https://b.example/hook", "done")
+    assert store.put_original(b"plain", INFO)[0]["callback_url"] is None
+
+
+def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from imagepipe.catalog import MIGRATIONS, make_engine
+
+    engine = make_engine(catalog_url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(sa.text(
+            "INSERT INTO images (id, sha256, format, mime_type, width, height, frames, bytes,"
+            " status, error, attempts, created_at, updated_at) VALUES ('" + "e" * 32 + "', '"
+            + "e" * 64 + "', 'JPEG', 'image/jpeg', 3, 2, 1, 9, 'done', NULL, 1, 1.0, 2.0)"))
+    engine.dispose()
+    catalog = Catalog.from_url(catalog_url)  # what a storage process does at start-up
+    record = catalog.get_image("e" * 32)
+    assert (record["status"], record["original"]["width"], record["callback_url"]) == ("done", 3, None)
+    with catalog.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    catalog.engine.dispose()
