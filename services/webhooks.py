@@ -28,7 +28,7 @@ from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
 
 from imagepipe import api
-from imagepipe.errors import NotFound, Unavailable
+from imagepipe.errors import InvalidCallbackUrl, NotFound, Unavailable
 from imagepipe.settings import Settings
 from imagepipe.webhooks import (
     WebhookSender, check_callback_url, deliver, next_attempt, retry_message, retry_state)
@@ -120,8 +120,21 @@ class Webhooks(DependencyProvider):
         return self
 
     def check(self, url):
-        """The vetted ``Target`` of an upload's callback URL (400 errors otherwise)."""
-        return check_callback_url(url, self.settings.webhook_allow_private)
+        """The vetted ``Target`` of an upload's callback URL (400 errors otherwise).
+
+        The DNS lookup gets the RPC deadline: a slow resolver must not hold
+        the upload (and a gateway worker) for its own, much longer, timeout.
+        """
+        deadline = eventlet.Timeout(self.settings.rpc_timeout)
+        try:
+            return check_callback_url(url, self.settings.webhook_allow_private)
+        except eventlet.Timeout as exc:
+            if exc is not deadline:
+                raise
+            raise InvalidCallbackUrl("callback_url host did not resolve within {:g} s".format(
+                self.settings.rpc_timeout)) from None
+        finally:
+            deadline.cancel()
 
     def request_delivery(self, image_id, url):
         """Deliver now: a re-upload named a callback for an image already finished."""

@@ -306,3 +306,26 @@ def test_deliver_skips_what_is_not_due(record, message, reason):
 def test_deliver_succeeds_on_a_2xx():
     decision = deliver({"id": "x"}, RECORD, RECORD, sent(Attempt(True, "HTTP 204"), []), DELAYS)
     assert (decision.outcome, decision.retry_message) == ("delivered", None)
+
+
+def test_the_readme_verification_snippet_accepts_our_signatures():
+    import re
+    import time
+
+    from tests.helpers import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    snippet = re.search(r"Verifying, in Python:\n\n```python\n(.*?)```", readme, re.S).group(1)
+    namespace = {}
+    exec(snippet, namespace)  # the code as documented, nothing else
+    verify = namespace["verify"]
+    body = b'{"id":"x","status":"done"}'
+    timestamp = str(int(time.time()))
+    headers = {"X-Imagepipe-Timestamp": timestamp,
+               "X-Imagepipe-Signature": signature("s3cret", timestamp, body)}
+    assert verify(b"s3cret", headers, body)
+    assert not verify(b"other", headers, body)
+    assert not verify(b"s3cret", headers, body + b" ")
+    stale = str(int(time.time()) - 3600)
+    assert not verify(b"s3cret", {"X-Imagepipe-Timestamp": stale,
+                                  "X-Imagepipe-Signature": signature("s3cret", stale, body)}, body)
