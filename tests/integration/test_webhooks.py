@@ -180,3 +180,26 @@ def test_private_callback_is_refused_when_not_allowed(runner_factory, pipeline_c
     originals = Path(pipeline_config["STORAGE_ROOT"]) / "originals"
     assert not originals.exists() or not any(path.is_file() for path in originals.rglob("*"))
     assert receiver.requests == []
+
+
+def test_a_waiting_retry_survives_the_gateway(runner_factory, pipeline_config, web):
+    """The retry waits in RabbitMQ, not in a process: a new gateway delivers it."""
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+
+    pipeline_config["WEBHOOK_RETRY_DELAYS"] = "3"
+    first = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+    first.start()
+    with Receiver(fail_first=1) as receiver:
+        response = web.post("/upload", files={"image": ("a.jpg", make_jpeg(200, 200))},
+                            data={"callback_url": receiver.url()})
+        assert response.status_code == 202, response.text
+        receiver.wait_for(1)
+        first.kill()  # like SIGKILL: nothing is shut down cleanly
+        assert len(receiver.requests) == 1
+        runner_factory(pipeline_config, GatewayService, StorageService).start()
+        requests = receiver.wait_for(2)
+        assert requests[1]["at"] - requests[0]["at"] >= 2.5
+        assert json.loads(requests[1]["body"])["status"] == "done"
+        assert_signed(requests[1])
