@@ -80,6 +80,21 @@ def test_upload_status_list_and_downloads_conform(pipeline, web, openapi):
     assert conforms(openapi, web.get("/health"), 200).json()["status"] == "ok"
 
 
+def test_web_page_and_event_stream_conform(pipeline, web, openapi):
+    page = conforms(openapi, web.get("/"), 200)
+    assert page.headers["Content-Type"].startswith("text/html")
+    conforms(openapi, web.get("/", headers={"If-None-Match": page.headers["ETag"]}), 304)
+    for name in ("app.js", "style.css", "favicon.svg"):
+        conforms(openapi, web.get("/static/" + name), 200)
+    assert error_code(conforms(openapi, web.get("/static/nope.js"), 404)) == "not_found"
+    image_id = web.post("/upload", files={"image": ("a.jpg", make_jpeg(120, 90))}).json()["id"]
+    wait_for_status(web, image_id)
+    stream = conforms(openapi, web.get("/images/{}/events".format(image_id)), 200)
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert stream.text.startswith("event: status\ndata: {")  # one event for a finished image
+    assert error_code(conforms(openapi, web.get("/images/{}/events".format("0" * 32)), 404)) == "not_found"
+
+
 def test_pending_status_conforms(runner_factory, pipeline_config, web, openapi):
     start(runner_factory, pipeline_config, "gateway", "storage")  # no imaging: stays pending
     accepted = conforms(openapi, web.post("/upload", files={"image": ("a.jpg", make_jpeg(64, 64))}), 202)
