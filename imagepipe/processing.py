@@ -74,6 +74,8 @@ def _outcome(record, changed, started, rendered=(), render_seconds=None):
         "status": record["status"],
         "error": record["error"],
         "changed": changed,
+        # lets the webhook handler skip images without a callback_url unasked
+        "has_callback": bool(record.get("callback_url")),
         "rendered": list(rendered),
         # per preset, measured in the render worker (the shared decode excluded)
         "render_seconds": dict(render_seconds or {}),

@@ -73,7 +73,8 @@ class ImagingService:
             return  # the storage sweeper re-dispatches it once storage is back
         self.metrics.job_given_up()
         self.dispatch(PROCESSED_EVENT, {"id": outcome["id"], "status": outcome["status"],
-                                        "error": outcome["error"]})
+                                        "error": outcome["error"],
+                                        "has_callback": bool(outcome.get("callback_url"))})
 
 
 def describe_renders(outcome):

@@ -143,6 +143,8 @@ class Webhooks(DependencyProvider):
     def handle(self, message, get_image):
         """One delivery message: POST, or schedule the next attempt, or give up."""
         image_id = message.get("id")
+        if message.get("has_callback") is False:
+            return None  # imaging says the finished image has no callback_url
         attempts, pinned_url = retry_state(message)
         delays = self.settings.webhook_retry_delays
         try:

@@ -248,7 +248,9 @@ def test_the_gateway_subscription_is_a_per_process_auto_delete_queue(
         front, rabbit_manager, rabbit_config):
     """The image_processed subscription must not pile up events for a gateway that is gone."""
     queues = rabbit_manager.get_queues(rabbit_config["vhost"])
-    subscriptions = [queue for queue in queues if "image_processed" in queue["name"]]
+    # the live-status broadcast subscription (the webhook delivery queue beside
+    # it, evt-imaging-image_processed--gateway.deliver_webhook, is durable on purpose)
+    subscriptions = [queue for queue in queues if "--gateway.image_processed-" in queue["name"]]
     assert len(subscriptions) == 1, [queue["name"] for queue in queues]
     assert subscriptions[0]["auto_delete"] is True
     assert subscriptions[0]["durable"] is False

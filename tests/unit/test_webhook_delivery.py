@@ -1,0 +1,83 @@
+"""services.webhooks.Webhooks.handle without a broker: what reaches storage and the sender."""
+import pytest
+
+from imagepipe.errors import NotFound, Unavailable
+from imagepipe.settings import Settings
+from imagepipe.webhooks import Attempt
+from services.webhooks import Webhooks, retry_queue
+
+IMAGE_ID = "ab" * 16
+RECORD = {
+    "id": IMAGE_ID, "status": "done", "error": None, "attempts": 1,
+    "original": {"format": "JPEG", "mime_type": "image/jpeg", "width": 2, "height": 1,
+                 "frames": 1, "bytes": 3, "sha256": "c" * 64},
+    "variants": {}, "created_at": "t0", "updated_at": "t1", "callback_url": "https://h.example/x",
+}
+
+
+class Recorded(Webhooks):
+    """The provider with its sender and publisher replaced by recorders."""
+
+    def __init__(self, result):
+        super().__init__()
+        self.settings = Settings(webhook_retry_delays=(1.0, 5.0), public_url="https://img.example")
+        self.retry_queues = {delay: retry_queue(delay) for delay in self.settings.webhook_retry_delays}
+        self.sent, self.published = [], []
+        self.sender = type("Sender", (), {"send": lambda _, url, body: self.sent.append((url, body)) or result})()
+
+    def _publish(self, message, queue):
+        self.published.append((queue.name, message))
+
+
+def never_called(image_id):
+    raise AssertionError("storage must not be asked")
+
+
+def test_an_image_without_callback_costs_no_storage_call():
+    webhooks = Recorded(Attempt(True, "HTTP 200"))
+    assert webhooks.handle({"id": IMAGE_ID, "status": "done", "has_callback": False}, never_called) is None
+    assert webhooks.sent == [] and webhooks.published == []
+
+
+def test_a_delivery_posts_the_public_status_with_absolute_links():
+    webhooks = Recorded(Attempt(True, "HTTP 204"))
+    decision = webhooks.handle({"id": IMAGE_ID, "has_callback": True}, lambda image_id: RECORD)
+    assert decision.outcome == "delivered"
+    [(url, body)] = webhooks.sent
+    assert url == "https://h.example/x"
+    assert body["links"]["self"] == "https://img.example/images/" + IMAGE_ID
+    assert "callback_url" not in body  # the public status never shows it
+
+
+def test_a_failed_attempt_goes_to_the_retry_queue_of_its_delay():
+    webhooks = Recorded(Attempt(False, "HTTP 500"))
+    webhooks.handle({"id": IMAGE_ID}, lambda image_id: RECORD)
+    webhooks.handle({"id": IMAGE_ID, "webhook": {"attempt": 1, "callback_url": "https://h.example/x"}},
+                    lambda image_id: RECORD)
+    assert [name for name, _ in webhooks.published] == ["webhooks.retry.1s", "webhooks.retry.5s"]
+    assert webhooks.published[1][1]["webhook"]["attempt"] == 2
+    final = webhooks.handle({"id": IMAGE_ID, "webhook": {"attempt": 2, "callback_url": "https://h.example/x"}},
+                            lambda image_id: RECORD)
+    assert final.outcome == "gave_up" and len(webhooks.published) == 2
+
+
+@pytest.mark.parametrize("error, published", [(NotFound("gone"), []), (Unavailable("down"), ["webhooks.retry.1s"])])
+def test_storage_trouble_is_retried_and_unknown_images_dropped(error, published):
+    webhooks = Recorded(Attempt(True, ""))
+
+    def get_image(image_id):
+        raise error
+
+    webhooks.handle({"id": IMAGE_ID}, get_image)
+    assert [name for name, _ in webhooks.published] == published and webhooks.sent == []
+
+
+def test_retry_queues_dead_letter_straight_back_to_the_delivery_queue():
+    from services.webhooks import DELIVERY_QUEUE
+
+    queue = retry_queue(1.5)
+    assert queue.name == "webhooks.retry.1.5s" and queue.durable
+    assert queue.queue_arguments == {
+        "x-message-ttl": 1500, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": DELIVERY_QUEUE}
+    assert DELIVERY_QUEUE == "evt-imaging-image_processed--gateway.deliver_webhook"
