@@ -21,7 +21,7 @@ class Recorded(Webhooks):
     def __init__(self, result):
         super().__init__()
         self.settings = Settings(webhook_retry_delays=(1.0, 5.0), public_url="https://img.example")
-        self.retry_queues = {delay: retry_queue(delay) for delay in self.settings.webhook_retry_delays}
+        self.retry_queues = {delay: retry_queue(delay, {}) for delay in self.settings.webhook_retry_delays}
         self.sent, self.published = [], []
         self.sender = type("Sender", (), {"send": lambda _, url, body: self.sent.append((url, body)) or result})()
 
@@ -73,11 +73,23 @@ def test_storage_trouble_is_retried_and_unknown_images_dropped(error, published)
 
 
 def test_retry_queues_dead_letter_straight_back_to_the_delivery_queue():
-    from services.webhooks import DELIVERY_QUEUE
+    from services.webhooks import DELIVERY_QUEUE, delivery_queue
 
-    queue = retry_queue(1.5)
+    queue = retry_queue(1.5, {})
     assert queue.name == "webhooks.retry.1.5s" and queue.durable
     assert queue.queue_arguments == {
         "x-message-ttl": 1500, "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": DELIVERY_QUEUE}
     assert DELIVERY_QUEUE == "evt-imaging-image_processed--gateway.deliver_webhook"
+    assert delivery_queue({}).queue_arguments is None
+
+
+def test_with_quorum_job_queues_the_webhook_queues_are_quorum_too():
+    from services.webhooks import DELIVERY_QUEUE, delivery_queue
+
+    config = {"JOB_QUEUE_TYPE": "quorum"}
+    assert delivery_queue(config).queue_arguments == {"x-queue-type": "quorum"}
+    arguments = retry_queue(5, config).queue_arguments
+    assert arguments["x-queue-type"] == "quorum" and arguments["x-message-ttl"] == 5000
+    assert arguments["x-dead-letter-strategy"] == "at-least-once"
+    assert (arguments["x-dead-letter-exchange"], arguments["x-dead-letter-routing-key"]) == ("", DELIVERY_QUEUE)
