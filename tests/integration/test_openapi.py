@@ -78,6 +78,11 @@ def test_upload_status_list_and_downloads_conform(pipeline, web, openapi):
     last_page = conforms(openapi, web.get(first_page["next"]), 200).json()
     assert last_page["next"] is None
     assert conforms(openapi, web.get("/health"), 200).json()["status"] == "ok"
+    metrics = conforms(openapi, web.get("/metrics"), 200)
+    assert "imagepipe_uploads_accepted_total" in metrics.text  # one registry per process: no exact count
+    openmetrics = conforms(openapi, web.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}), 200)
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
 
 
 def test_web_page_and_event_stream_conform(pipeline, web, openapi):
@@ -141,7 +146,7 @@ def test_unauthorized_answers_conform(runner_factory, pipeline_config, web, open
     pipeline_config["API_KEYS"] = "key-one,key-two"
     start(runner_factory, pipeline_config, "gateway", "storage")
     for method, path in (("POST", "/upload"), ("GET", "/images"), ("GET", "/images/" + "0" * 32),
-                         ("GET", "/images/{}/thumb".format("0" * 32))):
+                         ("GET", "/images/{}/thumb".format("0" * 32)), ("GET", "/metrics")):
         response = conforms(openapi, web.request(method, path), 401)
         assert error_code(response) == "unauthorized"
     # the public operations need no key

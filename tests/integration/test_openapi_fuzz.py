@@ -24,11 +24,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, negative_data_rejection]
 EXAMPLES_PER_OPERATION = 100
 
-# Described in the spec, served by a route another branch adds (Prometheus
-# metrics).  Remove from this list when that is merged.
-NOT_SERVED_ON_THIS_BRANCH = ["metrics"]
-
-
 # Loaded at import, not through schemathesis.pytest.from_fixture: that reads
 # a private pytest attribute (Function._nodeid) which pytest 9 no longer has.
 # An invalid request must be refused with one of these: the spec's 4xx codes
@@ -36,8 +31,7 @@ NOT_SERVED_ON_THIS_BRANCH = ["metrics"]
 REJECTIONS = ["400", "401", "404", "405", "413", "414", "415", "422"]
 CONFIG = SchemathesisConfig.from_dict(
     {"checks": {"negative_data_rejection": {"expected-statuses": REJECTIONS}}})
-schema = schemathesis.openapi.from_dict(openapi_spec(), config=CONFIG).exclude(
-    operation_id=NOT_SERVED_ON_THIS_BRANCH)
+schema = schemathesis.openapi.from_dict(openapi_spec(), config=CONFIG)
 
 
 @schema.parametrize()
