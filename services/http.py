@@ -8,6 +8,7 @@ werkzeug would otherwise answer them with HTML.
 import hmac
 import json
 import logging
+from http import HTTPStatus
 
 from nameko.exceptions import BadRequest as NamekoBadRequest
 from nameko.web.handlers import HttpRequestHandler
@@ -55,24 +56,73 @@ class JsonWsgiApp(WsgiApp):
         return provider.handle_request(request)(environ, start_response)
 
 
-class JsonProtocol(HttpOnlyProtocol):
-    """eventlet's HTTP protocol, answering an over-long request line with JSON.
+def raw_json_error(status_line, code, message):
+    """A complete HTTP response, for answers written before any WSGI app runs."""
+    body = json.dumps(error_body(code, message)).encode()
+    return (b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (status_line.encode(), len(body), body))
 
-    eventlet refuses a request line longer than its limit (8 KiB) with a bare
-    ``414`` before any WSGI app runs; this answers the same, as JSON.
+
+# eventlet refuses some requests before routing, with bare empty answers;
+# these are their first lines and what we answer instead.
+BARE_EVENTLET_ERRORS = {
+    b"HTTP/1.0 400 Header Line Too Long\r\n": ("400 Bad Request", "bad_request",
+                                                 "a request header line is too long"),
+    b"HTTP/1.0 400 Headers Too Large\r\n": ("400 Bad Request", "bad_request",
+                                              "the request headers are too large"),
+    b"HTTP/1.0 400 Bad Request\r\n": ("400 Bad Request", "bad_request",
+                                        "malformed request: invalid Content-Length, or "
+                                        "Content-Length together with Transfer-Encoding"),
+}
+
+
+class _JsonBareErrors:
+    """Wraps the connection's write side, turning eventlet's bare errors into JSON."""
+
+    def __init__(self, wfile):
+        self._wfile = wfile
+
+    def write(self, data):
+        for first_line, (status_line, code, message) in BARE_EVENTLET_ERRORS.items():
+            if data.startswith(first_line):
+                data = raw_json_error(status_line, code, message)
+                break
+        return self._wfile.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._wfile, name)
+
+
+class JsonProtocol(HttpOnlyProtocol):
+    """eventlet's HTTP protocol, answering requests it refuses before routing with JSON.
+
+    eventlet answers an over-long request line (414), over-long headers and a
+    bad Content-Length (400) with empty bodies, and a malformed request line
+    with http.server's HTML page, all before any WSGI app runs.
     """
+
+    def setup(self):
+        super().setup()
+        self.wfile = _JsonBareErrors(self.wfile)
 
     def _read_request_line(self):
         line = super()._read_request_line()
         if line and len(line) >= self.server.url_length_limit:
-            body = json.dumps(error_body("uri_too_long", "the request line is longer than {} bytes".format(
-                self.server.url_length_limit))).encode()
-            self.wfile.write(
-                b"HTTP/1.1 414 URI Too Long\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.wfile.write(raw_json_error("414 URI Too Long", "uri_too_long",
+                                            "the request line is longer than {} bytes".format(
+                                                self.server.url_length_limit)))
             self.close_connection = 1
             return ""  # handle_one_request then closes without answering again
         return line
+
+    def send_error(self, code, message=None, explain=None):
+        # http.server's malformed request line / version answers, as JSON
+        self.close_connection = True
+        status = HTTPStatus(code)
+        self.wfile.write(raw_json_error("{} {}".format(status.value, status.phrase),
+                                        status.phrase.lower().replace(" ", "_"),
+                                        message or status.description))
 
 
 class JsonWebServer(WebServer):
