@@ -12,6 +12,8 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from imagepipe.configvalues import as_bool
+
 S3_SCHEME = "s3://"
 # S3's own rule for bucket names (no dots: they break TLS with virtual hosts).
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -69,7 +71,7 @@ class BlobSettings:
             prefix=prefix,
             endpoint_url=str(config.get("S3_ENDPOINT_URL") or "").rstrip("/"),
             region=str(config.get("S3_REGION") or ""),
-            create_bucket=_as_bool(config.get("S3_CREATE_BUCKET"), cls.create_bucket),
+            create_bucket=as_bool(config.get("S3_CREATE_BUCKET"), "S3_CREATE_BUCKET", cls.create_bucket),
             connect_timeout=_positive(config, "S3_CONNECT_TIMEOUT", cls.connect_timeout),
             read_timeout=_positive(config, "S3_READ_TIMEOUT", cls.read_timeout),
             max_attempts=int(_positive(config, "S3_MAX_ATTEMPTS", cls.max_attempts)),
@@ -103,19 +105,6 @@ def open_blob_store(blob_settings, storage_root):
     from imagepipe.blobstore import FileBlobStore
 
     return FileBlobStore(storage_root)
-
-
-def _as_bool(value, default):
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected a boolean, not {!r}".format(value))
 
 
 def _positive(config, key, default):

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from imagepipe.blobs import BlobSettings
+from imagepipe.configvalues import as_bool
 from imagepipe.images import DEFAULT_FORMATS, Preset
 
 DEFAULT_PRESETS = {
@@ -157,20 +158,6 @@ def _webhook_settings(config):
         "webhook_secret": str(config.get("WEBHOOK_SECRET") or ""),
         "webhook_allow_private": as_bool(config.get("WEBHOOK_ALLOW_PRIVATE"), "WEBHOOK_ALLOW_PRIVATE"),
     }
-
-
-def as_bool(value, name):
-    """YAML may hand over a bool already; environment strings are spelled out."""
-    if value in (None, ""):
-        return False
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("{} must be true or false, not {!r}".format(name, value))
 
 
 def default_db_url(storage_root):

@@ -218,22 +218,31 @@ class JobDispatcher(EventDispatcher):
         dispatch = super().get_dependency(worker_ctx)
 
         def dispatch_within_deadline(event_type, event_data):
-            deadline = eventlet.Timeout(self.timeout)
-            try:
-                dispatch(event_type, event_data)
-            except eventlet.Timeout as exc:
-                if exc is not deadline:
-                    raise
-                raise Unavailable("the message broker did not confirm the job") from None
-            except UndeliverableMessage:
-                raise Unavailable("no queue accepted the job") from None
-            except BROKER_ERRORS as exc:
-                raise Unavailable("the message broker is unreachable ({})".format(
-                    type(exc).__name__)) from None
-            finally:
-                deadline.cancel()
+            publish_within_deadline(partial(dispatch, event_type, event_data), self.timeout, "job")
 
         return dispatch_within_deadline
+
+
+def publish_within_deadline(publish, timeout, what):
+    """Run ``publish()`` (a confirmed, mandatory publish); any broker failure is ``Unavailable``.
+
+    Confirms and mandatory routing make a lost message an error; the deadline
+    makes a broker that never confirms one too, instead of a hung worker.
+    """
+    deadline = eventlet.Timeout(timeout)
+    try:
+        publish()
+    except eventlet.Timeout as exc:
+        if exc is not deadline:
+            raise
+        raise Unavailable("the message broker did not confirm the {}".format(what)) from None
+    except UndeliverableMessage:
+        raise Unavailable("no queue accepted the {}".format(what)) from None
+    except BROKER_ERRORS as exc:
+        raise Unavailable("the message broker is unreachable ({})".format(
+            type(exc).__name__)) from None
+    finally:
+        deadline.cancel()
 
 
 class JobHandler(EventHandler):

@@ -17,11 +17,11 @@ older ones of the same queue -- fine, since every message in one queue has
 the same delay.
 """
 import logging
+from functools import partial
 
 import eventlet
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher as AmqpPublisher
-from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
@@ -33,7 +33,7 @@ from imagepipe.settings import Settings
 from imagepipe.webhooks import (
     WebhookSender, check_callback_url, deliver, next_attempt, retry_message, retry_state)
 from services import topology
-from services.dependencies import BROKER_ERRORS, FailoverQueueConsumer, declare_queues
+from services.dependencies import FailoverQueueConsumer, declare_queues, publish_within_deadline
 from services.topology import PROCESSED_EVENT
 
 log = logging.getLogger(__name__)
@@ -175,17 +175,6 @@ class Webhooks(DependencyProvider):
             log.debug("webhook for image %s skipped: %s", image_id, decision.detail)
 
     def _publish(self, message, queue):
-        deadline = eventlet.Timeout(self.settings.rpc_timeout)
-        try:
-            self.publisher.publish(message, routing_key=queue.name, declare=[queue])
-        except eventlet.Timeout as exc:
-            if exc is not deadline:
-                raise
-            raise Unavailable("the message broker did not confirm the webhook") from None
-        except UndeliverableMessage:
-            raise Unavailable("no queue accepted the webhook") from None
-        except BROKER_ERRORS as exc:
-            raise Unavailable("the message broker is unreachable ({})".format(
-                type(exc).__name__)) from None
-        finally:
-            deadline.cancel()
+        publish_within_deadline(
+            partial(self.publisher.publish, message, routing_key=queue.name, declare=[queue]),
+            self.settings.rpc_timeout, "webhook")

@@ -29,7 +29,8 @@ import requests
 
 from services.topology import JOB_QUEUE
 from tests.scenarios.chaos import (
-    CLIENTS, Stats, make_uploads, storage_audit, upload_until_accepted, wait_until_finished,
+    CLIENTS, Stats, make_uploads, print_table, storage_audit, upload_until_accepted,
+    wait_until_finished,
 )
 from tests.scenarios.cluster import REPO_ROOT, ServiceProcess, free_port, service_env, wait_for_http
 
@@ -198,18 +199,11 @@ def run(args):
     return summary
 
 
-def print_table(summary):
-    rows = [(key, summary[key]) for key in (
-        "uploads_accepted", "distinct_images", "killed_node", "killed_after_accepted",
-        "client_retries", "lost", "not_done", "renditions", "duplicated_renditions",
-        "orphaned_blobs", "queues_not_empty", "services_alive_at_end", "seconds_uploading",
-        "seconds_to_drain", "ok")]
-    width = max(len(key) for key, _ in rows)
-    print("| {} | value |".format("measure".ljust(width)))
-    print("| {} | ----- |".format("-" * width))
-    for key, value in rows:
-        print("| {} | {} |".format(key.ljust(width), value))
-    print("logs:", summary["logs"])
+MEASURES = (
+    "uploads_accepted", "distinct_images", "killed_node", "killed_after_accepted",
+    "client_retries", "lost", "not_done", "renditions", "duplicated_renditions",
+    "orphaned_blobs", "queues_not_empty", "services_alive_at_end", "seconds_uploading",
+    "seconds_to_drain", "ok")
 
 
 def parse_args(argv=None):
@@ -227,7 +221,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     summary = run(parse_args(argv))
-    print_table(summary)
+    print_table(summary, MEASURES)
     if "--json" in (argv if argv is not None else sys.argv):
         print(json.dumps(summary))
     return 0 if summary["ok"] else 1

@@ -277,12 +277,15 @@ def run(args):
     return summary
 
 
-def print_table(summary):
-    rows = [(key, summary[key]) for key in (
-        "uploads_accepted", "distinct_images", "expected_failed", "imaging_kills",
-        "storage_restarts", "broker_restarts", "client_retries", "catalog", "lost", "wrong_status",
-        "duplicated_renditions", "orphaned_blobs", "temporary_files", "queues_not_empty",
-        "seconds_uploading", "seconds_to_drain", "max_shutdown_seconds", "ok")]
+MEASURES = (
+    "uploads_accepted", "distinct_images", "expected_failed", "imaging_kills",
+    "storage_restarts", "broker_restarts", "client_retries", "catalog", "lost", "wrong_status",
+    "duplicated_renditions", "orphaned_blobs", "temporary_files", "queues_not_empty",
+    "seconds_uploading", "seconds_to_drain", "max_shutdown_seconds", "ok")
+
+
+def print_table(summary, measures=MEASURES):
+    rows = [(key, summary[key]) for key in measures]
     width = max(len(key) for key, _ in rows)
     print("| {} | value |".format("measure".ljust(width)))
     print("| {} | ----- |".format("-" * width))
