@@ -1,8 +1,8 @@
 """What one image costs outside Pillow, measured in this process.
 
 * ``message_sizes``: the AMQP message bodies one upload causes, by counting:
-  the same calls the services make (``put_original``, ``start_processing``,
-  ``get_original``, ``put_variant`` per preset, ``finish``, the two events),
+  the same calls the services make (``put_original``, the job event,
+  ``claim``, ``complete`` with every rendition, the completion event),
   with real records from an ``ImageStore`` in a scratch folder, serialized
   with the serializer config.yaml names, through kombu as nameko does (with
   JSON, bytes become base64 strings; msgpack carries them raw).
@@ -54,25 +54,20 @@ def message_sizes(data, serializer=None):
             ("gateway->storage put_original (request)", request(data, info)),
             ("storage->gateway put_original (reply)", reply([record, created])),
             ("gateway event image_uploaded", size({"id": image_id})),
-            ("imaging->storage start_processing (request)", request(image_id, False)),
-            ("storage->imaging start_processing (reply)", reply(store.start_processing(image_id))),
-            ("imaging->storage get_original (request)", request(image_id)),
-            ("storage->imaging get_original (reply)", reply(store.get_original(image_id))),
+            ("imaging->storage claim (request)", request(image_id, False)),
+            ("storage->imaging claim (reply: record + original)", reply(store.claim(image_id))),
         ]
-        for rendition in renditions:
-            meta = {"format": rendition.format, "mime_type": rendition.mime_type,
-                    "width": rendition.width, "height": rendition.height}
-            messages.append(("imaging->storage put_variant {} (request)".format(rendition.preset),
-                             request(image_id, rendition.preset, rendition.data, meta, False)))
-            messages.append(("storage->imaging put_variant {} (reply)".format(rendition.preset),
-                             reply(store.put_variant(image_id, rendition.preset, rendition.data, meta))))
-        finished = store.finish(image_id, "done")
+        stored = [{"preset": rendition.preset, "data": rendition.data,
+                   "meta": {"format": rendition.format, "mime_type": rendition.mime_type,
+                            "width": rendition.width, "height": rendition.height}}
+                  for rendition in renditions]
         messages += [
-            ("imaging->storage finish (request)", request(image_id, "done")),
-            ("storage->imaging finish (reply)", reply(finished)),
+            ("imaging->storage complete (request: every rendition)", request(image_id, stored, False)),
+            ("storage->imaging complete (reply)", reply(store.complete(image_id, stored))),
             ("imaging event image_processed", size(
-                {"id": image_id, "status": "done", "error": None, "changed": True,
-                 "rendered": [p.name for p in presets], "seconds": 0.123})),
+                {"id": image_id, "status": "done", "error": None, "changed": True, "has_callback": False,
+                 "rendered": [p.name for p in presets], "render_seconds": {p.name: 0.05 for p in presets},
+                 "seconds": 0.123})),
         ]
     return messages
 

@@ -9,13 +9,21 @@ then 8 client threads (plain ``requests``, no eventlet) upload every image.
   completion is observed by a queue of our own bound to ``imaging.events``,
   so nobody polls the gateway while it is being measured; afterwards every
   image is checked with ``GET /images/<id>`` (status done, every preset);
-* upload latency: POST sent -> 202 received, while the workers are busy;
+* upload latency: POST sent -> 202 received, two ways:
+  - burst: the 8 clients send every image back to back, so the uploads
+    queue behind each other in gateway and storage as well as competing with
+    the renders;
+  - paced: with a backlog of jobs keeping every imaging worker busy, uploads
+    arrive at the pipeline's own throughput (open loop: upload i is sent at
+    i / rate, whatever the answers before it); the job queue must still hold
+    waiting jobs at the end, or the run says the workers were not saturated;
 * CPU seconds per image of every process (/proc/<pid>/stat), the broker's
   ``beam.smp`` and this driver included;
 * peak RSS (VmHWM) per service process.
 """
 import contextlib
 import ctypes
+import struct
 import os
 import re
 import resource
@@ -355,6 +363,45 @@ def post_upload(base_url, index, body, content_type, timeout=60):
     return Upload(index, sent, seconds, 202, image_id=response.json()["id"])
 
 
+def tagged_bodies(images, tag):
+    """The images with a JPEG comment naming ``tag`` after SOI: new content (so
+    new image ids, no de-duplication), the same pixels and decode cost."""
+    bodies = []
+    for index, image in enumerate(images):
+        data = image.read()
+        comment = "{}-{}".format(tag, index).encode()
+        tagged = data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+        bodies.append(encode_multipart_formdata(
+            {"image": ("{}-{}.jpg".format(tag, index), tagged, "image/jpeg")}))
+    return bodies
+
+
+def upload_paced(base_url, bodies, rate, clients):
+    """Open-loop arrivals: upload i is sent at start + i / rate by client i % clients.
+
+    Returns (uploads, late): ``late`` counts uploads sent more than 50 ms after
+    their slot because their client was still waiting for an earlier answer.
+    """
+    start = time.monotonic() + 0.05
+    late = []
+
+    def client(number):
+        done = []
+        for index in range(number, len(bodies), clients):
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -0.05:
+                late.append(index)
+            done.append(post_upload(base_url, index, *bodies[index]))
+        return done
+
+    with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="paced") as pool:
+        uploads = [upload for future in [pool.submit(client, n) for n in range(clients)]
+                   for upload in future.result()]
+    return sorted(uploads, key=lambda upload: upload.index), len(late)
+
+
 def upload_all(base_url, bodies, clients):
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
         futures = [pool.submit(post_upload, base_url, index, body, content_type)
@@ -440,10 +487,37 @@ def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=Fal
                           job_seconds=job_seconds(cluster.imaging_logs(), accepted),
                           job_retries=len(RETRY_LOG_RE.findall(cluster.imaging_logs())))
             result["errors"] += result["job_retries"]
+            result.update(paced_latency(cluster, vhost, listener, images, result["throughput"], clients))
             return result
     finally:
         vhost.delete()
         shutil.rmtree(workdir / "storage", ignore_errors=True)
+
+
+def paced_latency(cluster, vhost, listener, images, rate, clients):
+    """Upload latency while every imaging worker is busy, uploads not bursting.
+
+    A backlog (every image once more, uploaded at once) keeps imaging
+    saturated; then every image once more again, paced at ``rate`` (the
+    run's own throughput, so the backlog neither drains nor piles up).
+    """
+    backlog = upload_all(cluster.base_url, tagged_bodies(images, "backlog"), clients)
+    uploads, late = upload_paced(cluster.base_url, tagged_bodies(images, "paced"), rate, clients)
+    waiting = vhost.ready_messages(JOB_QUEUE)
+    accepted = [upload.image_id for upload in backlog + uploads if upload.image_id]
+    missing = listener.wait_for(accepted, timeout=60 + 5 * len(accepted))
+    cluster.check_alive()
+    failed = [upload for upload in backlog + uploads if upload.status != 202]
+    not_done = [image_id for image_id in accepted
+                if image_id not in missing and listener.done[image_id][1] != "done"]
+    return {
+        "paced_rate": rate,
+        "paced_upload_ms": [round(upload.seconds * 1000, 2) for upload in uploads if upload.status == 202],
+        "paced_late": late,
+        "paced_jobs_waiting_at_end": waiting,
+        "paced_errors": len(failed) + len(missing) + len(not_done),
+        "paced_upload_errors": [(upload.status, upload.error) for upload in failed],
+    }
 
 
 def _summarize(images, uploads, done, accepted, missing, bad, cpu):

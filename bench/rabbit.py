@@ -112,6 +112,11 @@ class ScratchVhost:
                         pass
         return counts
 
+    def ready_messages(self, queue_name):
+        """Messages waiting in a queue (delivered-but-unacknowledged ones not counted)."""
+        with kombu.Connection(self.amqp_uri, connect_timeout=5) as conn:
+            return conn.channel().queue_declare(queue=queue_name, passive=True).message_count
+
 
 def _balanced(traffic, tolerance=0.1):
     low, high = sorted((traffic["recv_oct"], traffic["send_oct"]))

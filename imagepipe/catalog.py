@@ -213,13 +213,25 @@ class Catalog:
         if status not in (DONE, FAILED):
             raise ValueError("finish() takes done or failed, not {!r}".format(status))
         with self.engine.begin() as conn:
-            conn.execute(
-                images.update()
-                .where(images.c.id == image_id, images.c.status.in_(UNFINISHED))
-                .values(status=status, error=error if status == FAILED else None,
-                        updated_at=self.clock())
-            )
+            self._finish(conn, image_id, status, error)
         return self.get_image(image_id)
+
+    def complete(self, image_id, new_variants, replace=False):
+        """Record renditions (``{preset: meta}``) and finish the image as done,
+        in one transaction; return the record."""
+        with self.engine.begin() as conn:
+            for preset, meta in new_variants.items():
+                self._add_variant(conn, image_id, preset, meta, replace)
+            self._finish(conn, image_id, DONE, None)
+        return self.get_image(image_id)
+
+    def _finish(self, conn, image_id, status, error):
+        conn.execute(
+            images.update()
+            .where(images.c.id == image_id, images.c.status.in_(UNFINISHED))
+            .values(status=status, error=error if status == FAILED else None,
+                    updated_at=self.clock())
+        )
 
     def stalled_image_ids(self, older_than, limit=100):
         """Unfinished images untouched for ``older_than`` seconds."""
@@ -266,24 +278,27 @@ class Catalog:
 
     def add_variant(self, image_id, preset, meta, replace=False):
         """Record a rendition; return True if this call wrote it."""
+        with self.engine.begin() as conn:
+            return self._add_variant(conn, image_id, preset, meta, replace)
+
+    def _add_variant(self, conn, image_id, preset, meta, replace):
         values = dict(
             format=meta["format"], mime_type=meta["mime_type"],
             width=meta["width"], height=meta["height"], bytes=meta["bytes"],
             sha256=meta["sha256"],
         )
-        with self.engine.begin() as conn:
-            inserted = conn.execute(
-                _insert_ignore(conn, variants).values(
-                    image_id=image_id, preset=preset, writes=1,
-                    created_at=self.clock(), **values).returning(variants.c.preset)
-            ).first() is not None
-            if not inserted and replace:
-                conn.execute(
-                    variants.update()
-                    .where(variants.c.image_id == image_id, variants.c.preset == preset)
-                    .values(writes=variants.c.writes + 1, created_at=self.clock(), **values)
-                )
-                return True
+        inserted = conn.execute(
+            _insert_ignore(conn, variants).values(
+                image_id=image_id, preset=preset, writes=1,
+                created_at=self.clock(), **values).returning(variants.c.preset)
+        ).first() is not None
+        if not inserted and replace:
+            conn.execute(
+                variants.update()
+                .where(variants.c.image_id == image_id, variants.c.preset == preset)
+                .values(writes=variants.c.writes + 1, created_at=self.clock(), **values)
+            )
+            return True
         return inserted
 
 

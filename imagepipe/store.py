@@ -8,7 +8,7 @@ import logging
 
 from imagepipe.blobs import open_blob_store
 from imagepipe.blobstore import original_key, variant_key
-from imagepipe.catalog import Catalog
+from imagepipe.catalog import DONE, FAILED, Catalog
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
 
@@ -64,16 +64,55 @@ class ImageStore:
     def finish(self, image_id, status, error=None):
         return self.catalog.finish(check_image_id(image_id), status, error)
 
+    def claim(self, image_id, retry_failed=False):
+        """``start_processing`` and, when there is work to do, the original's bytes.
+
+        One round trip where a job used to need two: ``{"record": ...,
+        "original": bytes or None}``.  The original is left out for an image
+        that is finished and not being reprocessed.
+        """
+        record = self.start_processing(image_id, retry_failed)
+        wanted = record["status"] not in (DONE, FAILED) or retry_failed
+        return {"record": record, "original": self.blobs.get(original_key(image_id)) if wanted else None}
+
+    def complete(self, image_id, renditions, replace=False):
+        """Store every rendition, then mark the image done; return its record.
+
+        ``renditions``: ``[{"preset", "data", "meta"}, ...]``.  The job's last
+        round trip, in place of one ``put_variant`` per preset plus ``finish``.
+        Blobs are durable before the one catalog transaction that lists them
+        and marks the image done.  Idempotent: renditions already recorded are
+        kept unless ``replace``, so a redelivered job may call it again.
+        """
+        existing = self.get_image(check_image_id(image_id))["variants"]
+        written = {}
+        for rendition in renditions:
+            preset, data = rendition["preset"], rendition["data"]
+            self._check_rendition(preset, data)
+            if replace or preset not in existing:
+                written[preset] = self._put_variant_blob(image_id, preset, data, rendition["meta"])
+        return self.catalog.complete(image_id, written, replace)
+
     def put_variant(self, image_id, preset, data, meta, replace=False):
         """Store one rendition; return its record.  Idempotent unless ``replace``."""
         check_image_id(image_id)
+        self._check_rendition(preset, data)
+        if replace or not self.catalog.has_variant(image_id, preset):
+            meta = self._put_variant_blob(image_id, preset, data, meta)
+            self.catalog.add_variant(image_id, preset, meta, replace=replace)
+        return self.get_image(image_id)["variants"][preset]
+
+    @staticmethod
+    def _check_rendition(preset, data):
         check_preset_name(preset)
-        if not replace and self.catalog.has_variant(image_id, preset):
-            return self.get_image(image_id)["variants"][preset]
+        if not isinstance(data, bytes) or not data:
+            raise BadRequest("rendition {!r} is empty".format(preset))
+
+    def _put_variant_blob(self, image_id, preset, data, meta):
+        """Write the blob; return the catalog's meta for it."""
         meta = dict(meta, bytes=len(data), sha256=content_sha256(data))
         self.blobs.put(variant_key(image_id, preset), data, meta["mime_type"], meta["sha256"])
-        self.catalog.add_variant(image_id, preset, meta, replace=replace)
-        return self.get_image(image_id)["variants"][preset]
+        return meta
 
     def get_variant(self, image_id, preset):
         """Return ``(bytes, variant record)``."""

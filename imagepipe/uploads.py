@@ -6,7 +6,10 @@ body with an ``image/*`` Content-Type.  The limit is enforced before reading
 (Content-Length) and while reading (chunked bodies), so an oversized body is
 never buffered whole.
 """
+import io
+
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from imagepipe.errors import BadRequest, PayloadTooLarge, UnsupportedFormat
 
@@ -35,9 +38,27 @@ def read_upload(request, max_bytes):
         "'image' or an image/* body".format(mimetype))
 
 
+class _InMemoryFormDataParser(FormDataParser):
+    """werkzeug's form parser, keeping file parts in memory.
+
+    The image is held in memory whole anyway (it travels to storage as one
+    message, and the size limit bounds it), so werkzeug's default of spooling
+    parts over 500 KB to a temporary file only adds a disk write and read
+    per upload.
+    """
+
+    def __init__(self, stream_factory=None, *args, **kwargs):
+        super().__init__(_memory_stream, *args, **kwargs)
+
+
+def _memory_stream(total_content_length, content_type, filename=None, content_length=None):
+    return io.BytesIO()
+
+
 def _read_multipart(request, max_bytes):
     # werkzeug's form parser honours max_content_length even for chunked bodies
     request.max_content_length = max_bytes + FORM_OVERHEAD
+    request.form_data_parser_class = _InMemoryFormDataParser
     try:
         files = request.files
         form = request.form
@@ -48,7 +69,9 @@ def _read_multipart(request, max_bytes):
     upload = files.get(UPLOAD_FIELD)
     if upload is None:
         raise BadRequest("multipart field 'image' is missing")
-    data = _read_limited(upload.stream, max_bytes)
+    data = upload.stream.getvalue()  # no copy: BytesIO hands over its buffer
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
     if not data:
         raise BadRequest("multipart field 'image' is empty")
     return data, {key: form.get(key) for key in form}

@@ -4,7 +4,6 @@ Reached by AMQP RPC only.  All the work is in ``imagepipe.store``.
 """
 import logging
 
-
 from services.dependencies import Config, JobDispatcher, Storage, configured_timer, rpc
 from services.observability import LogContext, Metrics
 from services.topology import JOB_EVENT
@@ -41,6 +40,17 @@ class StorageService:
     def get_variant(self, image_id, preset):
         return self.store.get_variant(image_id, preset)
 
+    # An imaging job's two round trips.
+    @rpc
+    def claim(self, image_id, retry_failed=False):
+        return self.store.claim(image_id, retry_failed)
+
+    @rpc
+    def complete(self, image_id, renditions, replace=False):
+        return self.store.complete(image_id, renditions, replace)
+
+    # The steps claim and complete combine; kept for operators (nameko shell)
+    # and for imaging processes of the previous release during a rolling upgrade.
     @rpc
     def start_processing(self, image_id, retry_failed=False):
         return self.store.start_processing(image_id, retry_failed)

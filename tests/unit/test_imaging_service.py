@@ -18,25 +18,29 @@ def record(status="processing", attempts=1, variants=None):
             "variants": variants or {}}
 
 
+def claimed(record, original=b"original"):
+    return {"record": record, "original": original}
+
+
 @pytest.fixture
 def service():
     service = worker_factory(ImagingService, config=SETTINGS)
-    service.storage.start_processing.return_value = record()
-    service.storage.get_original.return_value = b"original"
+    service.storage.claim.return_value = claimed(record())
     service.storage.finish.side_effect = lambda image_id, status, error=None: dict(
         record(status), error=error)
+    service.storage.complete.side_effect = lambda image_id, renditions, replace=False: record("done")
     service.render.return_value = [Rendition("thumb", b"webp", "webp", "image/webp", 10, 5)]
     return service
 
 
 def test_job_renders_stores_and_announces(service):
     service.handle_image_uploaded({"id": IMAGE_ID})
-    service.storage.start_processing.assert_called_once_with(IMAGE_ID, False)
+    service.storage.claim.assert_called_once_with(IMAGE_ID, False)
     service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
-    service.storage.put_variant.assert_called_once_with(
-        IMAGE_ID, "thumb", b"webp",
-        {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}, False)
-    service.storage.finish.assert_called_once_with(IMAGE_ID, "done")
+    service.storage.complete.assert_called_once_with(IMAGE_ID, [{
+        "preset": "thumb", "data": b"webp",
+        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}}], False)
+    service.storage.finish.assert_not_called()
     event_type, outcome = service.dispatch.call_args.args
     assert event_type == "image_processed"
     assert (outcome["id"], outcome["status"]) == (IMAGE_ID, "done")
@@ -44,34 +48,37 @@ def test_job_renders_stores_and_announces(service):
 
 
 def test_finished_image_is_not_rendered_again(service):
-    service.storage.start_processing.return_value = record(status="done")
+    service.storage.claim.return_value = claimed(record(status="done"), original=None)
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.render.assert_not_called()
+    service.storage.complete.assert_not_called()
     service.dispatch.assert_not_called()
 
 
 def test_existing_renditions_are_skipped(service):
-    service.storage.start_processing.return_value = record(variants={"thumb": {}})
+    service.storage.claim.return_value = claimed(record(variants={"thumb": {}}))
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.render.assert_not_called()
-    service.storage.finish.assert_called_once_with(IMAGE_ID, "done")
+    service.storage.complete.assert_called_once_with(IMAGE_ID, [], False)
 
 
 def test_bad_image_fails_at_once_without_retry(service):
     service.render.side_effect = InvalidImage("image data is corrupt")
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.storage.finish.assert_called_once_with(IMAGE_ID, "failed", "image data is corrupt")
+    service.storage.complete.assert_not_called()
     service.retries.retry.assert_not_called()
     assert service.dispatch.call_args.args[1]["status"] == "failed"
 
 
 def test_transient_error_is_retried(service):
-    service.storage.get_original.side_effect = Unavailable("storage did not answer")
+    service.storage.complete.side_effect = Unavailable("storage did not answer")
     service.retries.retry.return_value = True
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.retries.retry.assert_called_once_with(
         {"id": IMAGE_ID}, "storage did not answer", final=False)
     service.storage.finish.assert_not_called()
+    service.dispatch.assert_not_called()
 
 
 def test_exhausted_retries_mark_the_image_failed(service):
@@ -84,7 +91,7 @@ def test_exhausted_retries_mark_the_image_failed(service):
 
 
 def test_job_for_unknown_image_is_dead_lettered_at_once(service):
-    service.storage.start_processing.side_effect = NotFound("no image")
+    service.storage.claim.side_effect = NotFound("no image")
     service.retries.retry.return_value = False
     service.storage.finish.side_effect = NotFound("no image")
     service.handle_image_uploaded({"id": IMAGE_ID})
@@ -93,7 +100,7 @@ def test_job_for_unknown_image_is_dead_lettered_at_once(service):
 
 
 def test_crash_looping_job_gives_up(service):
-    service.storage.start_processing.return_value = record(attempts=SETTINGS.job_max_attempts + 1)
+    service.storage.claim.return_value = claimed(record(attempts=SETTINGS.job_max_attempts + 1))
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.render.assert_not_called()
     status, reason = service.storage.finish.call_args.args[1:]
@@ -113,7 +120,7 @@ def test_metrics_of_a_finished_job(service):
 
 
 def test_metrics_of_a_retry(service):
-    service.storage.get_original.side_effect = Unavailable("storage did not answer")
+    service.storage.claim.side_effect = Unavailable("storage did not answer")
     service.retries.retry.return_value = True
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.metrics.job_attempt_failed.assert_called_once_with(permanent=False)
@@ -133,7 +140,7 @@ def test_metrics_of_a_dead_letter(service):
 
 
 def test_metrics_of_a_job_for_an_unknown_image(service):
-    service.storage.start_processing.side_effect = NotFound("no image")
+    service.storage.claim.side_effect = NotFound("no image")
     service.retries.retry.return_value = False
     service.storage.finish.side_effect = NotFound("no image")
     service.handle_image_uploaded({"id": IMAGE_ID})
