@@ -22,7 +22,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 
-from imagepipe import metrics
+from imagepipe import heap, metrics
 from imagepipe.renderpool import RenderPool
 from imagepipe.catalog import isoformat
 from imagepipe.errors import ALL_ERRORS, Unavailable
@@ -37,6 +37,10 @@ for _error_cls in ALL_ERRORS:
     registry[get_module_path(_error_cls)] = _error_cls
 
 BROKER_ERRORS = (OperationalError, ConnectionError, OSError)
+
+# Every service process moves image-sized buffers; without this each one is
+# a fresh mmap, faulted in page by page (imagepipe/heap.py has the numbers).
+heap.keep_big_buffers_on_heap()
 
 
 class Config(DependencyProvider):
