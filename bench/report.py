@@ -310,8 +310,9 @@ def markdown(results, png_name):
         "## What moved the numbers",
         "",
         *("* " + finding for finding in findings(results)),
-        "* Changes tried on scratch copies of the code (serializer, fsync, storage off the event "
-        "loop, direct original reads, batched RPCs) and their measured effect: "
+        "* Changes tried on scratch copies of the code and their measured effect (serializer, "
+        "fsync, storage off the event loop, direct original reads, batched RPCs; then transient "
+        "RPC messages, two storage calls per job, malloc tuning, render niceness): "
         "[bench/EXPERIMENTS.md](../bench/EXPERIMENTS.md).",
         "",
     ]
