@@ -72,8 +72,8 @@ class ImageStore:
         that is finished and not being reprocessed.
         """
         record = self.start_processing(image_id, retry_failed)
-        wanted = record["status"] not in (DONE, FAILED) or retry_failed
-        return {"record": record, "original": self.blobs.get(original_key(image_id)) if wanted else None}
+        has_work = record["status"] not in (DONE, FAILED) or retry_failed
+        return {"record": record, "original": self.blobs.get(original_key(image_id)) if has_work else None}
 
     def complete(self, image_id, renditions, replace=False):
         """Store every rendition, then mark the image done; return its record.
