@@ -23,13 +23,13 @@ then 8 client threads (plain ``requests``, no eventlet) upload every image.
 """
 import contextlib
 import ctypes
-import struct
 import os
 import re
 import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading

@@ -110,8 +110,9 @@ def table_rows(results):
         rows.append(["pipeline {} ({} proc × MAX_WORKERS {})".format(label, *label.split("x")),
                      _fmt(s["throughput"], 2), _range(s["spread"]), _fmt(s["ratio"], 2),
                      "{} / {}".format(_fmt(s["upload_p50_ms"]), _fmt(s["upload_p99_ms"])),
-                     "{} / {} (≥ {})".format(_fmt(s["paced_p50_ms"]), _fmt(s["paced_p99_ms"]),
-                                             _fmt(s["paced_waiting"])),
+                     "{} / {} (≥ {}){}".format(_fmt(s["paced_p50_ms"]), _fmt(s["paced_p99_ms"]),
+                                               _fmt(s["paced_waiting"]),
+                                               ", {} sent late".format(s["paced_late"]) if s["paced_late"] else ""),
                      rss, broker, str(s["errors"] + s["paced_errors"])])
     return header, rows
 
