@@ -8,6 +8,7 @@ import time
 from functools import partial
 
 import eventlet
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher as AmqpPublisher
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 for _error_cls in ALL_ERRORS:
     registry[get_module_path(_error_cls)] = _error_cls
 
-BROKER_ERRORS = (OperationalError, ConnectionError, OSError)
+BROKER_ERRORS = (OperationalError, ConnectionError, OSError, AmqpConnectionError)
 
 # Every service process moves image-sized buffers; without this each one is
 # a fresh mmap, faulted in page by page (imagepipe/heap.py has the numbers).
@@ -315,7 +316,8 @@ class TransientResponder(Responder):
 
 class ConfiguredRpcConsumer(RpcConsumer):
     """nameko's RPC queue consumer, declaring the queue as ``RPC_QUEUE_TYPE``
-    says and answering with transient replies."""
+    says, answering with transient replies, and surviving a broker that is
+    gone when the answer is ready."""
 
     queue_consumer = FailoverQueueConsumer()
 
@@ -332,7 +334,15 @@ class ConfiguredRpcConsumer(RpcConsumer):
             config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
             config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
             ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
-        result, exc_info = responder.send_response(result, exc_info)
+        try:
+            result, exc_info = responder.send_response(result, exc_info)
+        except BROKER_ERRORS as exc:
+            # nameko would kill the whole service here.  The broker went away
+            # between the call and its answer (a restart, a lost node): the
+            # caller times out and retries, and every storage call is
+            # idempotent, so the answer is simply lost.
+            log.warning("could not answer an RPC call, the broker connection is gone (%s); "
+                        "the caller times out and retries", exc)
         self.queue_consumer.ack_message(message)
         return result, exc_info
 
