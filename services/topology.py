@@ -20,6 +20,8 @@ the target queue has confirmed it, which it only does for queues whose
 overflow is ``reject-publish``.  With ``classic`` the queues are declared
 exactly as before, so existing deployments see no change.
 """
+import time
+
 from kombu import Exchange, Queue
 from nameko.standalone.events import get_event_exchange
 
@@ -115,25 +117,39 @@ class QueueMismatch(RuntimeError):
     """A queue exists with another type or other arguments than configured."""
 
 
-def declare_or_explain(connection, queues, config):
+def declare_or_explain(connection, queues, config, settle_seconds=5.0):
     """Declare ``queues``; a PRECONDITION_FAILED becomes a ``QueueMismatch`` saying what to do.
 
     RabbitMQ cannot change a live queue's type or arguments, so switching
     ``JOB_QUEUE_TYPE`` (or ``JOB_DELIVERY_LIMIT``) on a running system is
     refused at the first declaration; services call this at start-up so the
     refusal stops them with instructions instead of failing the first upload.
+
+    A NOT_FOUND "home node ... of durable queue ... is down or inaccessible"
+    is retried for ``settle_seconds``: RabbitMQ 3.10 also answers it to one of
+    two processes declaring a new durable queue at the same moment (gateway,
+    storage and imaging all declare the job queues when they start together),
+    and the queue is there a moment later.  A home node that really is down
+    still fails the declaration once the time is up.
     """
-    from amqp.exceptions import PreconditionFailed
+    from amqp.exceptions import NotFound, PreconditionFailed
 
     for queue in queues:
-        channel = connection.channel()
-        try:
-            queue(channel).declare()
-        except PreconditionFailed as exc:
-            raise QueueMismatch(mismatch_advice(queue.name, exc, config)) from None
-        finally:
-            if channel.is_open:
-                channel.close()
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            channel = connection.channel()
+            try:
+                queue(channel).declare()
+                break
+            except PreconditionFailed as exc:
+                raise QueueMismatch(mismatch_advice(queue.name, exc, config)) from None
+            except NotFound as exc:
+                if "down or inaccessible" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            finally:
+                if channel.is_open:
+                    channel.close()
+            time.sleep(0.2)
 
 
 def mismatch_advice(queue_name, broker_reply, config):
