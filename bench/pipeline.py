@@ -331,13 +331,21 @@ class Upload:
     error: str = None
 
 
-def multipart_bodies(images):
-    """Pre-encoded request bodies, so the driver's own CPU stays out of the clock."""
+def multipart_bodies(images, tag=None):
+    """Pre-encoded request bodies, so the driver's own CPU stays out of the clock.
+
+    With ``tag``, each JPEG gets a comment naming it right after SOI: new
+    content (so new image ids, no de-duplication), the same pixels and
+    decode cost -- how the paced phase uploads the images again.
+    """
     bodies = []
     for index, image in enumerate(images):
-        body, content_type = encode_multipart_formdata(
-            {"image": ("bench-{}.jpg".format(index), image.read(), "image/jpeg")})
-        bodies.append((body, content_type))
+        data = image.read()
+        if tag is not None:
+            comment = "{}-{}".format(tag, index).encode()
+            data = data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+        bodies.append(encode_multipart_formdata(
+            {"image": ("{}-{}.jpg".format(tag or "bench", index), data, "image/jpeg")}))
     return bodies
 
 
@@ -361,19 +369,6 @@ def post_upload(base_url, index, body, content_type, timeout=60):
     if response.status_code != 202:
         return Upload(index, sent, seconds, response.status_code, error=response.text[:200])
     return Upload(index, sent, seconds, 202, image_id=response.json()["id"])
-
-
-def tagged_bodies(images, tag):
-    """The images with a JPEG comment naming ``tag`` after SOI: new content (so
-    new image ids, no de-duplication), the same pixels and decode cost."""
-    bodies = []
-    for index, image in enumerate(images):
-        data = image.read()
-        comment = "{}-{}".format(tag, index).encode()
-        tagged = data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
-        bodies.append(encode_multipart_formdata(
-            {"image": ("{}-{}.jpg".format(tag, index), tagged, "image/jpeg")}))
-    return bodies
 
 
 def upload_paced(base_url, bodies, rate, clients):
@@ -465,7 +460,7 @@ def job_seconds(log_text, image_ids):
     return [float(seconds) for image_id, seconds in JOB_LOG_RE.findall(log_text) if image_id in wanted]
 
 
-def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=False):
+def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=False, paced_bodies=None):
     """One measured run of ``layout``; returns a dict of measures."""
     workdir = Path(workdir)
     vhost = ScratchVhost().create()
@@ -487,22 +482,26 @@ def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=Fal
                           job_seconds=job_seconds(cluster.imaging_logs(), accepted),
                           job_retries=len(RETRY_LOG_RE.findall(cluster.imaging_logs())))
             result["errors"] += result["job_retries"]
-            result.update(paced_latency(cluster, vhost, listener, images, result["throughput"], clients))
+            if paced_bodies:
+                result.update(paced_latency(cluster, vhost, listener, paced_bodies,
+                                            result["throughput"], clients))
             return result
     finally:
         vhost.delete()
         shutil.rmtree(workdir / "storage", ignore_errors=True)
 
 
-def paced_latency(cluster, vhost, listener, images, rate, clients):
+def paced_latency(cluster, vhost, listener, paced_bodies, rate, clients):
     """Upload latency while every imaging worker is busy, uploads not bursting.
 
-    A backlog (every image once more, uploaded at once) keeps imaging
-    saturated; then every image once more again, paced at ``rate`` (the
-    run's own throughput, so the backlog neither drains nor piles up).
+    ``paced_bodies``: (backlog, paced), each every image as new content
+    (``multipart_bodies(images, tag)``).  The backlog, uploaded at once,
+    keeps imaging saturated; the paced ones follow at ``rate`` (the run's
+    own throughput, so the backlog neither drains nor piles up).
     """
-    backlog = upload_all(cluster.base_url, tagged_bodies(images, "backlog"), clients)
-    uploads, late = upload_paced(cluster.base_url, tagged_bodies(images, "paced"), rate, clients)
+    backlog_bodies, bodies = paced_bodies
+    backlog = upload_all(cluster.base_url, backlog_bodies, clients)
+    uploads, late = upload_paced(cluster.base_url, bodies, rate, clients)
     waiting = vhost.ready_messages(JOB_QUEUE)
     accepted = [upload.image_id for upload in backlog + uploads if upload.image_id]
     missing = listener.wait_for(accepted, timeout=60 + 5 * len(accepted))

@@ -97,25 +97,29 @@ class ScratchVhost:
 
     def consumer_counts(self, queue_names):
         """Consumers per queue, straight from the queues (no stats delay); missing = 0."""
-        counts = {}
+        return {name: ok.consumer_count if ok else 0 for name, ok in self._declare_passive(queue_names)}
+
+    def ready_messages(self, queue_name):
+        """Messages waiting in a queue (delivered-but-unacknowledged ones not counted); missing = 0."""
+        (_, ok), = self._declare_passive([queue_name])
+        return ok.message_count if ok else 0
+
+    def _declare_passive(self, queue_names):
+        """[(name, queue_declare_ok or None if the queue does not exist)]."""
+        results = []
         with kombu.Connection(self.amqp_uri, connect_timeout=5) as conn:
             for name in queue_names:
                 channel = conn.channel()
                 try:
-                    counts[name] = channel.queue_declare(queue=name, passive=True).consumer_count
+                    results.append((name, channel.queue_declare(queue=name, passive=True)))
                 except Exception:  # NOT_FOUND closes the channel: not declared yet
-                    counts[name] = 0
+                    results.append((name, None))
                 finally:
                     try:
                         channel.close()
                     except Exception:
                         pass
-        return counts
-
-    def ready_messages(self, queue_name):
-        """Messages waiting in a queue (delivered-but-unacknowledged ones not counted)."""
-        with kombu.Connection(self.amqp_uri, connect_timeout=5) as conn:
-            return conn.channel().queue_declare(queue=queue_name, passive=True).message_count
+        return results
 
 
 def _balanced(traffic, tolerance=0.1):
