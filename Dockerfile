@@ -17,4 +17,4 @@ USER pipeline
 
 EXPOSE 8000
 # Overridden per service in docker-compose.yml.
-CMD ["nameko", "run", "--config", "config.yaml", "services.gateway", "services.imaging", "services.storage"]
+CMD ["nameko", "run", "--config", "config.yaml", "services.gateway", "services.imaging", "services.storage", "services.webhooks"]

@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.yaml
-SERVICES := services.gateway services.imaging services.storage
+SERVICES := services.gateway services.imaging services.storage services.webhooks
 PYTEST_ARGS ?=
 
 .PHONY: run test test-unit test-integration chaos bench venv broker clean

@@ -3,7 +3,7 @@
 * naive: what a plain Pillow script does -- decode the whole image (no JPEG
   draft), then ``thumbnail(LANCZOS)`` a copy per preset from the full-size
   image, save WebP;
-* fast ("the limit"): ``imagepipe.images.render`` -- JPEG draft, one decode,
+* fast ("the limit"): ``imagepipe.rendering.render.render`` -- JPEG draft, one decode,
   chained resizes -- the exact code the imaging service runs.
 
 Both run in two worker processes (``multiprocessing``, spawn), one per core,
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from bench.config import presets as configured_presets
-from bench.procstat import memory_mb
-from imagepipe import images as pipeline_images
+from harness.procstat import memory_mb
+from imagepipe.rendering.render import render
 
 ROUTES = ("naive", "fast")
 
@@ -39,7 +39,7 @@ def render_naive(data, presets):
 
 
 def render_fast(data, presets):
-    return [rendition.data for rendition in pipeline_images.render(data, presets)]
+    return [rendition.data for rendition in render(data, presets)]
 
 
 _RENDERERS = {"naive": render_naive, "fast": render_fast}

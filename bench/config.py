@@ -5,7 +5,7 @@ baselines render the same presets and the message sizes use the same
 serializer as the services started with this environment.
 """
 from imagepipe.settings import Settings
-from tests.helpers import load_config  # nameko's own YAML rules (${VAR:default}, !raw_env_var)
+from harness.config import load_config
 
 
 def presets(config=None):

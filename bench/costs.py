@@ -18,11 +18,12 @@ from dataclasses import asdict
 from kombu import serialization
 
 from bench import config as bench_config
-from imagepipe import images as pipeline_images
-from imagepipe.blobstore import FileBlobStore
+from imagepipe.rendering.probe import probe
+from imagepipe.rendering.render import render
+from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.ids import content_sha256
 from imagepipe.settings import Settings
-from imagepipe.store import ImageStore
+from imagepipe.storage.store import ImageStore
 
 
 def _dumps(payload, serializer):
@@ -44,8 +45,8 @@ def message_sizes(data, serializer=None):
     size = lambda payload: _size(payload, serializer)
     request = lambda *args: size({"args": list(args), "kwargs": {}})
     reply = lambda result: size({"result": result, "error": None})
-    info = asdict(pipeline_images.probe(data))
-    renditions = pipeline_images.render(data, presets)
+    info = asdict(probe(data))
+    renditions = render(data, presets)
     with tempfile.TemporaryDirectory(prefix="bench-costs-") as folder:
         store = _store(folder)
         record, created = store.put_original(data, info)
@@ -92,9 +93,9 @@ def _timed(func, repeat=5):
 def step_times(data, serializer=None):
     """{step: milliseconds} for one original of ``data``."""
     serializer = serializer or bench_config.serializer()
-    info = asdict(pipeline_images.probe(data))
+    info = asdict(probe(data))
     request = {"args": [data, info], "kwargs": {}}
-    steps = {"probe (header only)": _timed(lambda: pipeline_images.probe(data))}
+    steps = {"probe (header only)": _timed(lambda: probe(data))}
     for name in dict.fromkeys([serializer, "json"]):
         content_type, encoding, body = _dumps(request, name)
         steps["{} dumps".format(name)] = _timed(lambda: _dumps(request, name))

@@ -22,16 +22,12 @@ then 8 client threads (plain ``requests``, no eventlet) upload every image.
 * peak RSS (VmHWM) per service process.
 """
 import contextlib
-import ctypes
-import os
 import re
 import resource
 import shutil
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -43,19 +39,17 @@ import kombu
 import requests
 from urllib3.filepost import encode_multipart_formdata
 
-from bench import procstat
 from bench.images import tiny_jpeg
-from bench.rabbit import ScratchVhost, find_broker_pid
 from bench.stats import percentile
+from harness import procstat
+from harness.processes import ServiceProcess, free_port, service_env
+from harness.rabbit import ScratchVhost, find_broker_pid
 from services.topology import JOB_QUEUE, PROCESSED_EVENT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NAMEKO = str(Path(sys.executable).with_name("nameko"))
 STORAGE_RPC_QUEUE = "rpc-storage"
 PRESET_NAMES = ("thumb", "medium")
 JOB_LOG_RE = re.compile(r"image ([0-9a-f]{32}) done in ([0-9.]+) s")
 RETRY_LOG_RE = re.compile(r"image [0-9a-f]{32} attempt \d+ failed")
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -72,88 +66,6 @@ class Layout:
     def parse(cls, text):
         processes, _, workers = text.partition("x")
         return cls(int(processes), int(workers or 1))
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# -- processes ----------------------------------------------------------------
-
-def _die_with_parent():
-    # the child gets SIGTERM if the driver dies without cleaning up (kill -9)
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class ServiceProcess:
-    """One ``nameko run`` process, logging to a file."""
-
-    def __init__(self, label, module, env, log_path):
-        self.label, self.module, self.env, self.log_path = label, module, env, Path(log_path)
-        self.process = None
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [NAMEKO, "run", "--config", "config.yaml", self.module],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
-        return self
-
-    @property
-    def pid(self):
-        return self.process.pid
-
-    @property
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def cpu_seconds(self):
-        """Its own CPU and its children's (render workers, if any)."""
-        return procstat.cpu_seconds(self.pid, with_children=True) or 0.0
-
-    def peak_rss_mb(self):
-        return procstat.memory_mb(self.pid, "VmHWM")
-
-    def children_peak_rss_mb(self):
-        """Peak RSS of each live child process (e.g. render workers)."""
-        return [procstat.memory_mb(child, "VmHWM") or 0.0 for child in procstat.descendants(self.pid)]
-
-    def signal(self, signum):
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
-
-    def wait_or_kill(self, timeout):
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout=max(0.1, timeout))
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def log_tail(self, lines=15):
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def service_env(amqp_uri, storage_root, port, max_workers=None):
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("MAX_WORKERS", "STORAGE_DB", "API_KEYS", "PUBLIC_URL")}
-    env.update({
-        "AMQP_URI": amqp_uri,
-        "STORAGE_ROOT": str(storage_root),
-        "WEB_SERVER_ADDRESS": "127.0.0.1:{}".format(port),
-        "LOG_LEVEL": "INFO",
-    })
-    if max_workers is not None:
-        env["MAX_WORKERS"] = str(max_workers)
-    return env
 
 
 class Cluster:
@@ -186,10 +98,10 @@ class Cluster:
         self._start("gateway", "services.gateway", service_env(uri, root, self.port))
         for index in range(self.layout.processes):
             self._start("imaging-{}".format(index + 1), "services.imaging",
-                        service_env(uri, root, self.port, self.layout.max_workers))
+                        service_env(uri, root, self.port, MAX_WORKERS=self.layout.max_workers))
 
     def _start(self, label, module, env):
-        service = ServiceProcess(label, module, env, self.log_dir / "{}.log".format(label))
+        service = ServiceProcess(module, env, self.log_dir, label, die_with_parent=True)
         self.services.append(service)
         service.start()
 
@@ -463,7 +375,7 @@ def job_seconds(log_text, image_ids):
 def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=False, paced_bodies=None):
     """One measured run of ``layout``; returns a dict of measures."""
     workdir = Path(workdir)
-    vhost = ScratchVhost().create()
+    vhost = ScratchVhost("bench").create()
     try:
         with Cluster(vhost, layout, workdir) as cluster, \
                 CompletionListener(vhost.amqp_uri) as listener:
@@ -548,7 +460,7 @@ def _summarize(images, uploads, done, accepted, missing, bad, cpu):
 def run_big_image(image, workdir, layout=Layout(1, 1)):
     """Peak RSS of every service while one large image goes through."""
     workdir = Path(workdir)
-    vhost = ScratchVhost().create()
+    vhost = ScratchVhost("bench").create()
     try:
         with Cluster(vhost, layout, workdir) as cluster, \
                 CompletionListener(vhost.amqp_uri) as listener:

@@ -23,7 +23,8 @@ from pathlib import Path
 import nameko
 import PIL
 
-from bench import baseline, config, costs, images, pipeline, rabbit, report
+from bench import baseline, config, costs, images, pipeline, report
+from harness import rabbit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LAYOUTS = "1x1,1x2,2x1,2x2,4x1"

@@ -25,10 +25,11 @@ from urllib.parse import urljoin
 import requests
 from tqdm import tqdm
 
+from imagepipe.records import FINISHED
+
 IMAGE_EXTENSIONS = frozenset((
     ".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif",
 ))
-TERMINAL = ("done", "failed")
 DEFAULT_URL = "http://localhost:8000"
 # the server sends a keep-alive at least every LIVE_RECHECK_INTERVAL (15 s)
 STREAM_READ_TIMEOUT = 60
@@ -72,7 +73,7 @@ class Client:
             status = self._follow_events(image_id, deadline)
             if status is None:  # no live status on this gateway
                 return self._poll(image_id, deadline)
-            if status["status"] in TERMINAL:
+            if status["status"] in FINISHED:
                 return status
             # the stream ended early (server restart, its maximum age): reconnect
         raise CliError("image {} did not finish within {:g} s".format(image_id, timeout))
@@ -93,7 +94,7 @@ class Client:
                 for event, data in parse_events(_lines(response)):
                     if event == "status":
                         last = json.loads(data)
-                        if last["status"] in TERMINAL or time.monotonic() > deadline:
+                        if last["status"] in FINISHED or time.monotonic() > deadline:
                             break
         except (requests.ConnectionError, requests.Timeout) as exc:
             if time.monotonic() > deadline:
@@ -104,7 +105,7 @@ class Client:
     def _poll(self, image_id, deadline):
         while True:
             status = self.status(image_id)
-            if status["status"] in TERMINAL:
+            if status["status"] in FINISHED:
                 return status
             if time.monotonic() > deadline:
                 raise CliError("image {} is still {}".format(image_id, status["status"]))

@@ -1,4 +1,8 @@
-"""Parsing of single config.yaml values, shared by every settings class."""
+"""Parsing of single config.yaml values, shared by every settings class.
+
+Environment substitution hands every value over as a string (or YAML's own
+type when the file spells it out), so each parser accepts both.
+"""
 
 
 def as_bool(value, name, default=False):
@@ -13,3 +17,30 @@ def as_bool(value, name, default=False):
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError("{} must be a boolean, true or false, not {!r}".format(name, value))
+
+
+def as_list(value, default=()):
+    """A YAML list, or a comma-separated string; empty items are dropped."""
+    if value in (None, ""):
+        return list(default)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value)
+
+
+def positive(value, name, default):
+    """A number above zero; missing or empty means ``default``."""
+    if value in (None, ""):
+        return default
+    number = float(value)
+    if number <= 0:
+        raise ValueError("{} must be a positive number, not {!r}".format(name, value))
+    return number
+
+
+def positive_int(value, name, default):
+    """A whole number of at least 1; missing or empty means ``default``."""
+    number = int(value) if value not in (None, "") else default
+    if number < 1:
+        raise ValueError("{} must be at least 1, not {}".format(name, number))
+    return number

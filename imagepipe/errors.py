@@ -1,8 +1,9 @@
 """Errors that cross service boundaries and reach HTTP clients.
 
 Each error carries the stable machine-readable ``code`` and the HTTP status
-the gateway answers with.  The services register these classes with nameko's
-remote-exception registry, so an error raised by storage arrives at the
+the gateway answers with.  ``error_classes()`` lists the whole hierarchy;
+callers of storage register it with nameko's remote-exception registry
+(``services.extensions.rpc``), so an error raised by storage arrives at the
 gateway as the same type, not as a ``RemoteError`` string.
 
 Every class must be constructible from its message alone: that is how nameko
@@ -81,8 +82,10 @@ PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
 # A job that names no (valid, existing) image cannot succeed on retry either.
 PERMANENT_JOB_ERRORS = (NotFound, BadRequest)
 
-ALL_ERRORS = (
-    PipelineError, BadRequest, Unauthorized, NotFound, PayloadTooLarge,
-    TooManyPixels, UnsupportedFormat, InvalidImage, Unavailable,
-    InvalidCallbackUrl, CallbackUrlForbidden,
-)
+
+def error_classes(root=PipelineError):
+    """``root`` and every subclass of it, however deep."""
+    classes = [root]
+    for subclass in root.__subclasses__():
+        classes.extend(error_classes(subclass))
+    return classes

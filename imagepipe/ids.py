@@ -9,8 +9,8 @@ import re
 
 from imagepipe.errors import NotFound
 
-IMAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-PRESET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+IMAGE_ID_RE = re.compile(r"[0-9a-f]{32}")
+PRESET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # Path segments the HTTP API uses beside preset names.
 RESERVED_NAMES = frozenset({"original", "events"})
 
@@ -25,7 +25,7 @@ def image_id_for(sha256_hex):
 
 
 def check_image_id(image_id):
-    if not isinstance(image_id, str) or not IMAGE_ID_RE.match(image_id):
+    if not isinstance(image_id, str) or not IMAGE_ID_RE.fullmatch(image_id):
         raise NotFound("no image with id {!r}".format(str(image_id)[:80]))
     return image_id
 
@@ -33,7 +33,7 @@ def check_image_id(image_id):
 def is_valid_preset_name(name):
     return (
         isinstance(name, str)
-        and bool(PRESET_NAME_RE.match(name))
+        and bool(PRESET_NAME_RE.fullmatch(name))
         and name not in RESERVED_NAMES
     )
 

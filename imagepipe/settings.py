@@ -7,24 +7,9 @@ one place and misconfiguration fails at start-up, not on the first upload.
 import os
 from dataclasses import dataclass, field
 
-from imagepipe.blobs import BlobSettings
-from imagepipe.configvalues import as_bool
-from imagepipe.images import DEFAULT_FORMATS, Preset
-
-DEFAULT_PRESETS = {
-    "thumb": {"width": 256, "height": 256, "fit": "contain",
-              "format": "webp", "quality": 80},
-    "medium": {"width": 1024, "height": 1024, "fit": "contain",
-               "format": "webp", "quality": 82},
-}
-
-
-def _as_list(value, default):
-    if value in (None, ""):
-        return list(default)
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return list(value)
+from imagepipe.configvalues import as_bool, as_list, positive, positive_int
+from imagepipe.rendering.presets import DEFAULT_FORMATS, DEFAULT_PRESETS, presets_from_config
+from imagepipe.storage.blobs import BlobSettings
 
 
 @dataclass(frozen=True)
@@ -41,7 +26,6 @@ class Settings:
     job_retry_delays: tuple = (1.0, 5.0, 30.0)
     job_max_attempts: int = 5
     stalled_after: float = 300.0
-    sweep_interval: float = 60.0
     render_workers: int = 2
     render_timeout: float = 60.0
     render_memory_mb: int = 1024
@@ -66,66 +50,42 @@ class Settings:
 
     @classmethod
     def from_config(cls, config):
-        presets_config = config.get("PRESETS") or DEFAULT_PRESETS
-        presets = tuple(
-            Preset.from_config(name, spec) for name, spec in presets_config.items()
-        )
-        if not presets:
-            raise ValueError("PRESETS must define at least one preset")
         storage_root = str(config.get("STORAGE_ROOT") or "./data")
         return cls(
             amqp_uri=str(config.get("AMQP_URI") or cls.amqp_uri),
             storage_root=storage_root,
             storage_db=str(config.get("STORAGE_DB") or default_db_url(storage_root)),
             public_url=str(config.get("PUBLIC_URL") or "").rstrip("/"),
-            presets=presets,
+            presets=presets_from_config(config.get("PRESETS") or DEFAULT_PRESETS),
             allowed_formats=tuple(
-                name.upper()
-                for name in _as_list(config.get("ALLOWED_FORMATS"), DEFAULT_FORMATS)
-            ),
+                name.upper() for name in as_list(config.get("ALLOWED_FORMATS"), DEFAULT_FORMATS)),
             max_upload_bytes=int(config.get("MAX_UPLOAD_BYTES") or cls.max_upload_bytes),
             max_pixels=int(config.get("MAX_PIXELS") or cls.max_pixels),
             rpc_timeout=float(config.get("RPC_TIMEOUT") or cls.rpc_timeout),
             job_retry_delays=tuple(
                 float(delay) for delay in
-                _as_list(config.get("JOB_RETRY_DELAYS"), cls.job_retry_delays)
+                as_list(config.get("JOB_RETRY_DELAYS"), cls.job_retry_delays)
             ),
             job_max_attempts=int(config.get("JOB_MAX_ATTEMPTS") or cls.job_max_attempts),
             stalled_after=float(config.get("STALLED_AFTER") or cls.stalled_after),
-            sweep_interval=float(config.get("SWEEP_INTERVAL") or cls.sweep_interval),
             render_workers=int(config.get("RENDER_WORKERS") or cls.render_workers),
             render_timeout=float(config.get("RENDER_TIMEOUT") or cls.render_timeout),
             render_memory_mb=int(config.get("RENDER_MEMORY_MB") or cls.render_memory_mb),
             render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
                             else cls.render_nice),
-            api_keys=tuple(_as_list(config.get("API_KEYS"), ())),
-            live_recheck_interval=_positive(config, "LIVE_RECHECK_INTERVAL", cls.live_recheck_interval),
-            live_max_seconds=_positive(config, "LIVE_MAX_SECONDS", cls.live_max_seconds),
+            api_keys=tuple(as_list(config.get("API_KEYS"), ())),
+            live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
+                                           cls.live_recheck_interval),
+            live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",
+                                      cls.live_max_seconds),
             blobs=BlobSettings.from_config(config),
             job_queue_type=_queue_type("JOB_QUEUE_TYPE", config.get("JOB_QUEUE_TYPE")),
             rpc_queue_type=_queue_type("RPC_QUEUE_TYPE", config.get("RPC_QUEUE_TYPE")),
-            job_delivery_limit=_positive_int(
-                "JOB_DELIVERY_LIMIT", config.get("JOB_DELIVERY_LIMIT"), cls.job_delivery_limit),
+            job_delivery_limit=positive_int(
+                config.get("JOB_DELIVERY_LIMIT"), "JOB_DELIVERY_LIMIT", cls.job_delivery_limit),
             metrics_address=parse_metrics_address(config.get("METRICS_ADDRESS")),
             **_webhook_settings(config),
         )
-
-    def preset(self, name):
-        for preset in self.presets:
-            if preset.name == name:
-                return preset
-        return None
-
-    @property
-    def preset_names(self):
-        return tuple(preset.name for preset in self.presets)
-
-
-def _positive(config, key, default):
-    value = float(config.get(key) or default)
-    if value <= 0:
-        raise ValueError("{} must be a positive number of seconds, got {!r}".format(key, config.get(key)))
-    return value
 
 
 QUEUE_TYPES = ("classic", "quorum")
@@ -139,15 +99,8 @@ def _queue_type(name, value):
     return queue_type
 
 
-def _positive_int(name, value, default):
-    number = int(value) if value not in (None, "") else default
-    if number < 1:
-        raise ValueError("{} must be at least 1, not {}".format(name, number))
-    return number
-
-
 def _webhook_settings(config):
-    delays = tuple(float(delay) for delay in _as_list(
+    delays = tuple(float(delay) for delay in as_list(
         config.get("WEBHOOK_RETRY_DELAYS"), Settings.webhook_retry_delays))
     timeout = float(config.get("WEBHOOK_TIMEOUT") or Settings.webhook_timeout)
     if any(delay <= 0 for delay in delays) or timeout <= 0:

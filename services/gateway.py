@@ -10,23 +10,22 @@ import kombu
 from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
 
-from imagepipe import api, images, webhooks
-from imagepipe.catalog import PENDING
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
-from imagepipe.openapi import openapi_spec
-from imagepipe.uploads import read_upload
-from imagepipe.webpage import PAGE, WebAssets, security_headers
-from services.dependencies import Config, JobDispatcher, StorageRpc, event_subscriber
-from services.http import error_response, http, json_response
-from services.live import LiveStatus
-from services.topology import JOB_EVENT, PROCESSED_EVENT
-from services.webhooks import PROCESSED_SOURCE, Webhooks, webhook_handler
-
-# metrics and log correlation
-from services.observability import LogContext, Metrics, exposition
-
-WEB_ASSETS = WebAssets()  # read once at import; the files never change at run time
+from imagepipe.records import FINISHED, PENDING
+from imagepipe.rendering.probe import probe
+from imagepipe.web import api
+from imagepipe.web.openapi import openapi_spec
+from imagepipe.web.page import PAGE, security_headers, web_assets
+from imagepipe.web.uploads import read_upload
+from imagepipe.webhooks.urls import callback_url_from
+from services.extensions.events import JobDispatcher, event_subscriber
+from services.extensions.http import error_response, http, json_response
+from services.extensions.live import LiveStatus
+from services.extensions.observability import LogContext, Metrics, exposition
+from services.extensions.providers import CallbackUrls, Config
+from services.extensions.rpc import StorageRpc
+from services.topology import JOB_EVENT, PROCESSED_EVENT, PROCESSED_SOURCE
 
 ORIGINAL = "original"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -39,24 +38,27 @@ class GatewayService:
     config = Config()
     storage = StorageRpc()
     dispatch = JobDispatcher()
-    webhooks = Webhooks()
+    callback_urls = CallbackUrls()
+    live = LiveStatus()
+    metrics = Metrics(upload_entrypoint="upload")
+    log_context = LogContext()
 
     @http("POST", "/upload")
     def upload(self, request):
         data, fields = read_upload(request, self.config.max_upload_bytes)
-        callback_url = webhooks.callback_url_from(request.args, fields)
+        callback_url = callback_url_from(request.args, fields)
         if callback_url:
-            self.webhooks.check(callback_url)  # SSRF rule: refused before anything is stored
-        info = images.probe(data, self.config.allowed_formats, self.config.max_pixels)
+            self.callback_urls.check(callback_url)  # SSRF rule: refused before anything is stored
+        info = probe(data, self.config.allowed_formats, self.config.max_pixels)
         record, _created = self.storage.put_original(data, asdict(info), callback_url)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash
         # redelivers the first, and the storage sweeper heals a lost one.
         if record["status"] == PENDING:
             self.dispatch(JOB_EVENT, {"id": record["id"]})
-        elif callback_url and record["status"] in webhooks.TERMINAL_STATUSES:
+        elif callback_url and record["status"] in FINISHED:
             # finished already: no event will come, so deliver to the new URL now
-            self.webhooks.request_delivery(record["id"], callback_url)
+            self.callback_urls.request_delivery(record["id"], callback_url)
         body = api.upload_accepted(record, self.config.public_url)
         return json_response(body, status=202, headers={"Location": body["links"]["self"]})
 
@@ -91,6 +93,19 @@ class GatewayService:
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)
 
+    @http("GET", "/images/<image_id>/events")
+    def image_events(self, request, image_id):
+        check_image_id(image_id)
+        storage = self.storage  # the stream outlives this worker; its proxy stays valid
+        return self.live.open_stream(request, image_id, lambda: storage.get_image(image_id))
+
+    # Every gateway process gets every event (its own auto-delete queue):
+    # the streams waiting for an image may be open on any of them.
+    @event_subscriber(PROCESSED_SOURCE, PROCESSED_EVENT, handler_type=BROADCAST,
+                      reliable_delivery=False)
+    def image_processed(self, event):
+        self.live.notify(event["id"])
+
     @http("GET", "/health", public=True)
     def health(self, request):
         try:
@@ -101,20 +116,6 @@ class GatewayService:
                 type(exc).__name__), 503, {"Retry-After": "5"})
         return json_response({"status": "ok", "broker": "ok"})
 
-    # --- live status and the web page -------------------------------------
-    live = LiveStatus()
-
-    @http("GET", "/images/<image_id>/events")
-    def image_events(self, request, image_id):
-        check_image_id(image_id)
-        return self.live.open_stream(request, image_id, lambda: self.storage.get_image(image_id))
-
-    # Every gateway process gets every event (its own auto-delete queue):
-    # the streams waiting for an image may be open on any of them.
-    @event_subscriber("imaging", PROCESSED_EVENT, handler_type=BROADCAST, reliable_delivery=False)
-    def image_processed(self, event):
-        self.live.notify(event["id"])
-
     @http("GET", "/", public=True)
     def web_page(self, request):
         return self._web_asset(request, PAGE)
@@ -123,33 +124,22 @@ class GatewayService:
     def web_static(self, request, name):
         return self._web_asset(request, name)
 
-    def _web_asset(self, request, name):
-        asset = WEB_ASSETS.get(name)
-        response = Response(asset.data, content_type=asset.content_type,
-                            headers=security_headers(self.config.public_url))
-        response.set_etag(asset.etag)
-        return response.make_conditional(request)
-
-    # --- metrics and log correlation ------------------------------------------
-    metrics = Metrics(upload_entrypoint="upload")
-    log_context = LogContext()
-
     @http("GET", "/metrics")
     def metrics_page(self, request):
         # the Prometheus text of every service in this process (one registry)
         body, content_type = exposition(request.headers.get("Accept"))
         return Response(body, content_type=content_type)
 
-    # --- the API's OpenAPI description (imagepipe/openapi.yaml) ----------
     @http("GET", "/openapi.json", public=True)
     def openapi(self, request):
         return json_response(openapi_spec(self.config.public_url))
 
-    # --- completion webhooks (imagepipe/webhooks.py, services/webhooks.py) --
-    @webhook_handler(PROCESSED_SOURCE, PROCESSED_EVENT)
-    def deliver_webhook(self, message):
-        """POST a finished image's status to its callback_url (services/webhooks.py)."""
-        self.webhooks.handle(message, self.storage.get_image)
+    def _web_asset(self, request, name):
+        asset = web_assets().get(name)
+        response = Response(asset.data, content_type=asset.content_type,
+                            headers=security_headers(self.config.public_url))
+        response.set_etag(asset.etag)
+        return response.make_conditional(request)
 
 
 def parse_limit(value, default=20, maximum=100):

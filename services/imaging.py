@@ -1,8 +1,8 @@
 """Imaging: turns ``image_uploaded`` events into stored renditions.
 
 Stateless; run as many processes as there are cores to spare.  All imaging
-processes share one durable queue, and a job is acknowledged only after it
-has finished, so a job whose process dies is redelivered to another one.
+processes share one durable job queue, and a job is acknowledged only after
+it has finished, so a job whose process dies is redelivered to another one.
 A job that fails for a reason other than its image being bad is retried with
 back-off, then dead-lettered (see ``dead_letters`` / ``replay_dead_letters``).
 """
@@ -10,12 +10,15 @@ import logging
 
 from nameko.events import EventDispatcher
 
-from imagepipe.catalog import FAILED
 from imagepipe.errors import PERMANENT_JOB_ERRORS, PipelineError, Unavailable
-from imagepipe.processing import process_image
-from services.dependencies import Config, JobRetries, Renderer, StorageRpc, job_handler, rpc
-from services.observability import LogContext, Metrics
-from services.topology import JOB_EVENT, JOB_SOURCE, PROCESSED_EVENT
+from imagepipe.records import FAILED
+from imagepipe.rendering.job import process_image
+from services import topology
+from services.extensions.events import queue_handler
+from services.extensions.observability import LogContext, Metrics
+from services.extensions.providers import Config, Renderer
+from services.extensions.retries import JobQueue
+from services.extensions.rpc import StorageRpc, rpc
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +29,12 @@ class ImagingService:
     config = Config()
     storage = StorageRpc()
     render = Renderer()
-    retries = JobRetries()
+    jobs = JobQueue()
     dispatch = EventDispatcher()
     metrics = Metrics()
     log_context = LogContext()
 
-    @job_handler(JOB_SOURCE, JOB_EVENT)
+    @queue_handler(topology.JOB_QUEUE)
     def handle_image_uploaded(self, job):
         try:
             outcome = process_image(job, self.storage, self.render, self.config)
@@ -42,7 +45,7 @@ class ImagingService:
         log.info("image %s %s in %.3f s (rendered: %s)", outcome["id"], outcome["status"],
                  outcome["seconds"], describe_renders(outcome))
         if outcome["changed"]:
-            self.dispatch(PROCESSED_EVENT, outcome)
+            self.dispatch(topology.PROCESSED_EVENT, outcome)
 
     @rpc
     def ping(self):
@@ -50,11 +53,11 @@ class ImagingService:
 
     @rpc
     def dead_letters(self, limit=100):
-        return self.retries.dead_letters(limit)
+        return self.jobs.dead_letters(limit)
 
     @rpc
     def replay_dead_letters(self, limit=100, image_id=None):
-        return self.retries.replay(limit, image_id)
+        return self.jobs.replay(limit, image_id)
 
     def _retry_or_give_up(self, job, exc):
         reason = describe_error(exc)
@@ -62,7 +65,7 @@ class ImagingService:
         self.metrics.job_attempt_failed(permanent=final)
         log.warning("image %s attempt %s failed: %s", job.get("id"), int(job.get("attempt") or 0) + 1,
                     reason, exc_info=not isinstance(exc, PipelineError))
-        if self.retries.retry(job, reason, final=final):
+        if self.jobs.retry(job, reason, final=final):
             self.metrics.job_retried()
             return
         self.metrics.job_dead_lettered()
@@ -72,9 +75,9 @@ class ImagingService:
         except (Unavailable, *PERMANENT_JOB_ERRORS, KeyError):
             return  # the storage sweeper re-dispatches it once storage is back
         self.metrics.job_given_up()
-        self.dispatch(PROCESSED_EVENT, {"id": outcome["id"], "status": outcome["status"],
-                                        "error": outcome["error"],
-                                        "has_callback": bool(outcome.get("callback_url"))})
+        self.dispatch(topology.PROCESSED_EVENT, {
+            "id": outcome["id"], "status": outcome["status"], "error": outcome["error"],
+            "has_callback": bool(outcome.get("callback_url"))})
 
 
 def describe_renders(outcome):

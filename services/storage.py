@@ -1,12 +1,14 @@
 """Storage: the only stateful service; owns originals, renditions, metadata.
 
-Reached by AMQP RPC only.  All the work is in ``imagepipe.store``.
+Reached by AMQP RPC only.  All the work is in ``imagepipe.storage.store``.
 """
 import logging
 
-from services.dependencies import Config, JobDispatcher, Storage, configured_timer, rpc
-from services.observability import LogContext, Metrics
-from services.topology import JOB_EVENT
+from services.extensions.observability import LogContext, Metrics
+from services.extensions.providers import Config, ImageStoreProvider
+from services.extensions.retries import JobQueue
+from services.extensions.rpc import rpc
+from services.extensions.timer import configured_timer
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +17,8 @@ class StorageService:
     name = "storage"
 
     config = Config()
-    store = Storage()
-    dispatch = JobDispatcher()
+    store = ImageStoreProvider()
+    jobs = JobQueue()
     metrics = Metrics()
     log_context = LogContext()
 
@@ -40,7 +42,7 @@ class StorageService:
     def get_variant(self, image_id, preset):
         return self.store.get_variant(image_id, preset)
 
-    # An imaging job's two round trips.
+    # An imaging job's two round trips, and its way out when it gives up.
     @rpc
     def claim(self, image_id, retry_failed=False):
         return self.store.claim(image_id, retry_failed)
@@ -48,16 +50,6 @@ class StorageService:
     @rpc
     def complete(self, image_id, renditions, replace=False):
         return self.store.complete(image_id, renditions, replace)
-
-    # The steps claim and complete combine; kept for operators (nameko shell)
-    # and for imaging processes of the previous release during a rolling upgrade.
-    @rpc
-    def start_processing(self, image_id, retry_failed=False):
-        return self.store.start_processing(image_id, retry_failed)
-
-    @rpc
-    def put_variant(self, image_id, preset, data, meta, replace=False):
-        return self.store.put_variant(image_id, preset, data, meta, replace)
 
     @rpc
     def finish(self, image_id, status, error=None):
@@ -76,5 +68,5 @@ class StorageService:
         """
         for image_id in self.store.stalled_image_ids(self.config.stalled_after):
             log.warning("image %s stalled; dispatching its job again", image_id)
-            self.dispatch(JOB_EVENT, {"id": image_id})
+            self.jobs.redispatch({"id": image_id})
             self.store.touch(image_id)

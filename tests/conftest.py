@@ -4,32 +4,10 @@
 nameko's pytest plugin; ``rabbit_config`` creates a fresh vhost per test
 through the RabbitMQ management API.
 """
-import socket
-
 import pytest
-import requests
 
-from tests.helpers import load_config
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class WebSession(requests.Session):
-    """requests.Session with a base URL (nameko's web_session needs Werkzeug 2)."""
-
-    def __init__(self, base_url):
-        super().__init__()
-        self.base_url = base_url.rstrip("/")
-
-    def request(self, method, url, *args, **kwargs):
-        if url.startswith("/"):
-            url = self.base_url + url
-        kwargs.setdefault("timeout", 30)
-        return super().request(method, url, *args, **kwargs)
+from harness.processes import free_port
+from tests.helpers import WebSession, load_config
 
 
 @pytest.fixture
@@ -71,12 +49,14 @@ def web(base_url):
 
 @pytest.fixture
 def pipeline(runner_factory, pipeline_config):
-    """gateway + imaging + storage in one runner, like `make run`."""
+    """gateway + imaging + storage + webhooks in one runner, like `make run`."""
     from services.gateway import GatewayService
     from services.imaging import ImagingService
     from services.storage import StorageService
+    from services.webhooks import WebhookService
 
-    runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+    runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService,
+                            WebhookService)
     runner.start()
     return runner
 

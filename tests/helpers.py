@@ -1,21 +1,25 @@
 """Small helpers shared by the test suites (no fixtures here)."""
 import io
 import time
-from pathlib import Path
 
-import yaml
+import requests
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from harness.config import REPO_ROOT, load_config  # noqa: F401 (the tests' one place for both)
 
 
-def load_config(path=REPO_ROOT / "config.yaml"):
-    """config.yaml as `nameko run` reads it (with ${VAR:default} substitution)."""
-    from nameko.cli.main import setup_yaml_parser
+class WebSession(requests.Session):
+    """requests.Session with a base URL (nameko's web_session needs Werkzeug 2)."""
 
-    setup_yaml_parser()
-    with open(path) as config_file:
-        return yaml.safe_load(config_file)
+    def __init__(self, base_url):
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith("/"):
+            url = self.base_url + url
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, url, *args, **kwargs)
 
 
 def make_jpeg(width=640, height=480, color=(200, 30, 60), exif=None, quality=90):

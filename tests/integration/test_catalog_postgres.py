@@ -9,9 +9,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from imagepipe.blobstore import FileBlobStore
-from imagepipe.catalog import Catalog
-from imagepipe.store import ImageStore
+from imagepipe.storage.blobs.files import FileBlobStore
+from imagepipe.storage.catalog import Catalog
+from imagepipe.storage.store import ImageStore
 from tests.helpers import ScratchDatabase
 from tests.unit.test_store import *  # noqa: F401,F403 - the same tests, on PostgreSQL
 from tests.unit.test_store import INFO, META
@@ -53,9 +53,10 @@ def test_racing_storage_processes_lose_no_update(database, tmp_path):
     def worker(store, preset, finish_as):
         try:
             barrier.wait()
-            store.start_processing(image_id)
-            store.put_variant(image_id, preset, b"data-" + preset.encode(), META)
-            store.finish(image_id, finish_as, "lost the race" if finish_as == "failed" else None)
+            store.claim(image_id)
+            if finish_as == "failed":
+                store.finish(image_id, finish_as, "lost the race")
+            store.complete(image_id, [{"preset": preset, "data": b"data-" + preset.encode(), "meta": META}])
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
 

@@ -9,7 +9,7 @@ No file may produce a 5xx, hang, or take a service down.
 import collections
 import resource
 
-from imagepipe.images import DEFAULT_FORMATS
+from imagepipe.rendering.presets import DEFAULT_FORMATS
 from tests.corpus import manifest, read
 from tests.helpers import make_jpeg, wait_for_status
 

@@ -12,7 +12,7 @@ from nameko.testing.utils import get_container, get_extension
 
 from services.gateway import GatewayService
 from services.imaging import ImagingService
-from services.live import LiveStatus
+from services.extensions.live import LiveStatus
 from services.storage import StorageService
 from tests.helpers import make_jpeg, wait_for_status
 
@@ -163,7 +163,7 @@ def test_a_missed_event_only_delays_the_update(start_front, web, pipeline_config
     assert events.next_event()[1]["status"] == "pending"
 
     with ClusterRpcProxy(pipeline_config, timeout=10) as rpc:
-        rpc.storage.start_processing(image_id)
+        rpc.storage.claim(image_id)
         rpc.storage.finish(image_id, "failed", "marked failed by the test")
     started = time.monotonic()
     rest = events.remaining_events()
@@ -249,7 +249,7 @@ def test_the_gateway_subscription_is_a_per_process_auto_delete_queue(
     """The image_processed subscription must not pile up events for a gateway that is gone."""
     queues = rabbit_manager.get_queues(rabbit_config["vhost"])
     # the live-status broadcast subscription (the webhook delivery queue beside
-    # it, evt-imaging-image_processed--gateway.deliver_webhook, is durable on purpose)
+    # it, webhooks.deliveries, is durable on purpose)
     subscriptions = [queue for queue in queues if "--gateway.image_processed-" in queue["name"]]
     assert len(subscriptions) == 1, [queue["name"] for queue in queues]
     assert subscriptions[0]["auto_delete"] is True

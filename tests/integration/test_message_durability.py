@@ -1,6 +1,6 @@
 """Which messages RabbitMQ keeps on disk: jobs yes, RPC traffic no.
 
-RPC requests and replies are transient (services/dependencies.py,
+RPC requests and replies are transient (services/extensions/rpc.py,
 TransientResponder explains why); the messages are read off the real broker
 here by a plain kombu client standing in for the other side of the call.
 """

@@ -12,8 +12,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from imagepipe import logformat
-from services.observability import EXPORTER
+from imagepipe.observability import logformat
+from services.extensions.observability import EXPORTER
 from tests.helpers import make_jpeg, make_png, wait_for_status
 
 

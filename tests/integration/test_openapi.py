@@ -11,7 +11,7 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_spec_validator import validate as validate_spec
 
-from imagepipe.openapi import openapi_spec
+from imagepipe.web.openapi import openapi_spec
 from tests.helpers import make_jpeg, make_png, wait_for_status
 
 MAX_UPLOAD_BYTES = 300_000

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, negative_data_rejection, response_headers_conformance,
     response_schema_conformance, status_code_conformance)
 
-from imagepipe.openapi import openapi_spec
+from imagepipe.web.openapi import openapi_spec
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, negative_data_rejection]

@@ -14,7 +14,7 @@ from services.storage import StorageService
 from tests.helpers import REPO_ROOT, make_jpeg, wait_for_status
 from tests.integration.test_operations import NAMEKO, storage_record, upload
 
-RETRY_QUEUES = ["imaging.retry.0.2s", "imaging.retry.0.5s"]  # pipeline_config's JOB_RETRY_DELAYS
+RETRY_QUEUES = ["imaging.jobs.retry.0.2s", "imaging.jobs.retry.0.5s"]  # pipeline_config's JOB_RETRY_DELAYS
 QUORUM_DEAD_LETTERING = {
     "x-queue-type": "quorum",
     "x-dead-letter-strategy": "at-least-once",
@@ -51,8 +51,8 @@ def test_declared_queues_have_the_configured_type_and_arguments(
     # no delivery limit on the dead letters: peeking returns them, a limit would drop them
     assert dead_letters["arguments"] == {"x-queue-type": "quorum"}
     assert retries[0]["arguments"] == dict(
-        QUORUM_DEAD_LETTERING, **{"x-message-ttl": 200, "x-dead-letter-exchange": "gateway.events",
-                                  "x-dead-letter-routing-key": topology.JOB_EVENT})
+        QUORUM_DEAD_LETTERING, **{"x-message-ttl": 200, "x-dead-letter-exchange": "",
+                                  "x-dead-letter-routing-key": topology.JOB_QUEUE})
     # (the image got done: imaging consumed the very queue the gateway declared;
     # a handler declaring it with other arguments would have been refused)
 

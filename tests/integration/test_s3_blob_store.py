@@ -11,11 +11,11 @@ import boto3
 import eventlet
 import pytest
 
-from imagepipe.blobs import BlobSettings
-from imagepipe.blobstore import original_key, variant_key
+from imagepipe.storage.blobs import BlobSettings
+from imagepipe.storage.blobs import original_key, variant_key
 from imagepipe.errors import NotFound, Unavailable
 from imagepipe.ids import content_sha256
-from imagepipe.s3blobs import S3BlobStore, make_client
+from imagepipe.storage.blobs.s3 import S3BlobStore, make_client
 from tests.s3server import SeaweedS3
 
 IMAGE_ID = "ab" * 16

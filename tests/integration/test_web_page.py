@@ -1,7 +1,7 @@
 """The web page's files over real HTTP: public, typed, and locked to this origin."""
 import pytest
 
-from imagepipe.webpage import ASSETS, WEB_ROOT
+from imagepipe.web.page import ASSETS, WEB_ROOT
 from services.gateway import GatewayService
 from services.storage import StorageService
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagepipe.webhooks import verify_signature
+from imagepipe.webhooks.signing import verify_signature
 from tests.helpers import make_jpeg, make_png, wait_for_status
 
 SECRET = "test-webhook-secret"
@@ -182,14 +182,16 @@ def test_private_callback_is_refused_when_not_allowed(runner_factory, pipeline_c
     assert receiver.requests == []
 
 
-def test_a_waiting_retry_survives_the_gateway(runner_factory, pipeline_config, web):
-    """The retry waits in RabbitMQ, not in a process: a new gateway delivers it."""
+def test_a_waiting_retry_survives_the_webhooks_service(runner_factory, pipeline_config, web):
+    """The retry waits in RabbitMQ, not in a process: a new webhooks process delivers it."""
     from services.gateway import GatewayService
     from services.imaging import ImagingService
     from services.storage import StorageService
+    from services.webhooks import WebhookService
 
     pipeline_config["WEBHOOK_RETRY_DELAYS"] = "3"
-    first = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+    first = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService,
+                           WebhookService)
     first.start()
     with Receiver(fail_first=1) as receiver:
         response = web.post("/upload", files={"image": ("a.jpg", make_jpeg(200, 200))},
@@ -198,7 +200,7 @@ def test_a_waiting_retry_survives_the_gateway(runner_factory, pipeline_config, w
         receiver.wait_for(1)
         first.kill()  # like SIGKILL: nothing is shut down cleanly
         assert len(receiver.requests) == 1
-        runner_factory(pipeline_config, GatewayService, StorageService).start()
+        runner_factory(pipeline_config, WebhookService, StorageService).start()
         requests = receiver.wait_for(2)
         assert requests[1]["at"] - requests[0]["at"] >= 2.5
         assert json.loads(requests[1]["body"])["status"] == "done"

@@ -32,7 +32,8 @@ from tests.scenarios.chaos import (
     CLIENTS, Stats, make_uploads, print_table, storage_audit, upload_until_accepted,
     wait_until_finished,
 )
-from tests.scenarios.cluster import REPO_ROOT, ServiceProcess, free_port, service_env, wait_for_http
+from harness.config import REPO_ROOT
+from harness.processes import ServiceProcess, free_port, service_env, wait_for_http
 
 SCRIPT = str(REPO_ROOT / "scripts" / "rabbit-cluster.sh")
 NODES = ("a", "b", "c")

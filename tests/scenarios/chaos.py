@@ -29,10 +29,8 @@ from pathlib import Path
 import requests
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.scenarios.cluster import (
-    ScratchVhost, ServiceProcess, free_port, rabbitmq_restart, service_env,
-    wait_for_http, wait_for_management,
-)
+from harness.processes import ServiceProcess, free_port, service_env, wait_for_http
+from harness.rabbit import ScratchVhost, rabbitmq_restart, wait_for_management
 
 CLIENTS = 8
 
@@ -148,7 +146,7 @@ def wait_until_finished(base_url, ids, timeout):
 
 def storage_audit(storage_root, storage_db=None):
     """Rendition write counts and orphaned or half-written blobs, from the disk."""
-    from imagepipe.catalog import make_engine
+    from imagepipe.storage.catalog import make_engine
     from imagepipe.settings import default_db_url
 
     root = Path(storage_root)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.scenarios.cluster import REPO_ROOT
+from harness.config import REPO_ROOT
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 RABBIT_BIN = os.environ.get("RABBIT_BIN", "/usr/lib/rabbitmq/bin")

@@ -14,9 +14,8 @@ import pytest
 import requests
 
 from tests.helpers import make_jpeg
-from tests.scenarios.cluster import (
-    ScratchVhost, ServiceProcess, free_port, rabbitmq_restart, service_env, wait_for_http,
-)
+from harness.processes import ServiceProcess, free_port, service_env, wait_for_http
+from harness.rabbit import ScratchVhost, rabbitmq_restart
 
 # restarts the local RabbitMQ node with rabbitmqctl, as the chaos scenario does
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.scenarios.cluster import ScratchVhost, ServiceProcess, free_port, service_env, wait_for_http
+from harness.processes import ServiceProcess, free_port, service_env, wait_for_http
+from harness.rabbit import ScratchVhost
 
 pytestmark = pytest.mark.slow
 

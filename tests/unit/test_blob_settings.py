@@ -1,8 +1,8 @@
 """BLOB_STORE and the S3_* knobs: parsing, validation, the backend they choose."""
 import pytest
 
-from imagepipe.blobs import BlobSettings, BlobStore, open_blob_store, parse_blob_store_url
-from imagepipe.blobstore import FileBlobStore
+from imagepipe.storage.blobs import BlobSettings, BlobStore, open_blob_store, parse_blob_store_url
+from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.settings import Settings
 from tests.helpers import load_config
 

@@ -6,7 +6,7 @@ import yaml
 from tests.helpers import REPO_ROOT, load_config
 
 SERVICE_MODULES = {"gateway": "services.gateway", "imaging": "services.imaging",
-                   "storage": "services.storage"}
+                   "storage": "services.storage", "webhooks": "services.webhooks"}
 THIRD_PARTY_SERVICES = {"rabbitmq", "minio"}
 # S3 credentials reach boto3 through its standard chain, not config.yaml.
 BOTO3_CHAIN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -136,7 +136,7 @@ def test_storage_reaches_the_profiles_minio():
 
 CLUSTER_NODES = ["rabbit-1", "rabbit-2", "rabbit-3"]
 HA_SERVICES = {"gateway-ha": "services.gateway", "imaging-ha": "services.imaging",
-               "storage-ha": "services.storage"}
+               "storage-ha": "services.storage", "webhooks-ha": "services.webhooks"}
 
 
 def test_cluster_profile_runs_three_clustered_nodes_with_a_shared_cookie():

@@ -12,11 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from imagepipe import images
+from imagepipe.rendering.presets import Preset
+from imagepipe.rendering.probe import probe
+from imagepipe.rendering.render import render
 from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
 
 REJECTIONS = (InvalidImage, TooManyPixels, UnsupportedFormat)
-PRESETS = [images.Preset("thumb", 64, 64), images.Preset("cover", 40, 20, fit="cover", format="jpeg")]
+PRESETS = [Preset("thumb", 64, 64), Preset("cover", 40, 20, fit="cover", format="jpeg")]
 
 
 def seed_images():
@@ -48,12 +50,12 @@ def mutated_images(draw):
 
 def check(data):
     try:
-        info = images.probe(data)
+        info = probe(data)
     except REJECTIONS:
         return
     assert info.width > 0 and info.height > 0 and info.frames >= 1
     try:
-        renditions = images.render(data, PRESETS)
+        renditions = render(data, PRESETS)
     except REJECTIONS:
         return
     for rendition in renditions:
@@ -87,4 +89,4 @@ def test_valid_magic_with_garbage_fails_cleanly(magic, rest):
 
 @pytest.mark.parametrize("data", SEEDS)
 def test_seeds_themselves_render(data):
-    assert len(images.render(data, PRESETS)) == 2
+    assert len(render(data, PRESETS)) == 2

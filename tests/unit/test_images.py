@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageFile, ImageOps, ImageStat, JpegImagePlugin
 
-from imagepipe import images
 from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
-from imagepipe.images import DEFAULT_FORMATS, ImageInfo, Preset, Rendition, probe, render
+from imagepipe.rendering.presets import DEFAULT_FORMATS, OUTPUT_FORMATS, Preset
+from imagepipe.rendering.probe import ImageInfo, probe
+from imagepipe.rendering.render import Rendition, render
 from tests.corpus import manifest, read
 
 # Pillow warns about corrupt EXIF and oversized tags in corpus files; noise here.
@@ -89,7 +90,7 @@ def test_preset_defaults():
     preset = Preset.from_config("thumb", {"width": 256, "height": 256})
     assert (preset.fit, preset.format, preset.quality) == ("contain", "webp", 80)
     assert preset.mime_type == "image/webp"
-    assert [Preset("p", 1, 1, format=f).mime_type for f in images.OUTPUT_FORMATS] == [
+    assert [Preset("p", 1, 1, format=f).mime_type for f in OUTPUT_FORMATS] == [
         "image/webp", "image/jpeg", "image/png", "image/avif"]
 
 
@@ -553,7 +554,7 @@ def test_every_output_format_decodes(fmt, pillow_format):
     assert mean_difference(out, image) < 6
 
 
-@pytest.mark.parametrize("fmt", images.OUTPUT_FORMATS)
+@pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
 def test_output_carries_no_metadata(fmt):
     exif = Image.Exif()
     exif[0x010F] = "Camera maker"  # Make

@@ -5,7 +5,8 @@ import pytest
 from nameko.testing.services import worker_factory
 
 from imagepipe.errors import InvalidImage, NotFound, Unavailable
-from imagepipe.images import Preset, Rendition
+from imagepipe.rendering.presets import Preset
+from imagepipe.rendering.render import Rendition
 from imagepipe.settings import Settings
 from services.imaging import ImagingService
 
@@ -44,7 +45,7 @@ def test_job_renders_stores_and_announces(service):
     event_type, outcome = service.dispatch.call_args.args
     assert event_type == "image_processed"
     assert (outcome["id"], outcome["status"]) == (IMAGE_ID, "done")
-    service.retries.retry.assert_not_called()
+    service.jobs.retry.assert_not_called()
 
 
 def test_finished_image_is_not_rendered_again(service):
@@ -67,15 +68,15 @@ def test_bad_image_fails_at_once_without_retry(service):
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.storage.finish.assert_called_once_with(IMAGE_ID, "failed", "image data is corrupt")
     service.storage.complete.assert_not_called()
-    service.retries.retry.assert_not_called()
+    service.jobs.retry.assert_not_called()
     assert service.dispatch.call_args.args[1]["status"] == "failed"
 
 
 def test_transient_error_is_retried(service):
     service.storage.complete.side_effect = Unavailable("storage did not answer")
-    service.retries.retry.return_value = True
+    service.jobs.retry.return_value = True
     service.handle_image_uploaded({"id": IMAGE_ID})
-    service.retries.retry.assert_called_once_with(
+    service.jobs.retry.assert_called_once_with(
         {"id": IMAGE_ID}, "storage did not answer", final=False)
     service.storage.finish.assert_not_called()
     service.dispatch.assert_not_called()
@@ -83,7 +84,7 @@ def test_transient_error_is_retried(service):
 
 def test_exhausted_retries_mark_the_image_failed(service):
     service.render.side_effect = RuntimeError("boom")
-    service.retries.retry.return_value = False
+    service.jobs.retry.return_value = False
     service.handle_image_uploaded({"id": IMAGE_ID, "attempt": 3})
     assert service.storage.finish.call_args == call(
         IMAGE_ID, "failed", "processing failed: RuntimeError: boom")
@@ -92,10 +93,10 @@ def test_exhausted_retries_mark_the_image_failed(service):
 
 def test_job_for_unknown_image_is_dead_lettered_at_once(service):
     service.storage.claim.side_effect = NotFound("no image")
-    service.retries.retry.return_value = False
+    service.jobs.retry.return_value = False
     service.storage.finish.side_effect = NotFound("no image")
     service.handle_image_uploaded({"id": IMAGE_ID})
-    service.retries.retry.assert_called_once_with({"id": IMAGE_ID}, "no image", final=True)
+    service.jobs.retry.assert_called_once_with({"id": IMAGE_ID}, "no image", final=True)
     service.dispatch.assert_not_called()
 
 
@@ -121,7 +122,7 @@ def test_metrics_of_a_finished_job(service):
 
 def test_metrics_of_a_retry(service):
     service.storage.claim.side_effect = Unavailable("storage did not answer")
-    service.retries.retry.return_value = True
+    service.jobs.retry.return_value = True
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.metrics.job_attempt_failed.assert_called_once_with(permanent=False)
     service.metrics.job_retried.assert_called_once_with()
@@ -131,7 +132,7 @@ def test_metrics_of_a_retry(service):
 
 def test_metrics_of_a_dead_letter(service):
     service.render.side_effect = RuntimeError("boom")
-    service.retries.retry.return_value = False
+    service.jobs.retry.return_value = False
     service.handle_image_uploaded({"id": IMAGE_ID, "attempt": 3})
     service.metrics.job_attempt_failed.assert_called_once_with(permanent=False)
     service.metrics.job_retried.assert_not_called()
@@ -141,7 +142,7 @@ def test_metrics_of_a_dead_letter(service):
 
 def test_metrics_of_a_job_for_an_unknown_image(service):
     service.storage.claim.side_effect = NotFound("no image")
-    service.retries.retry.return_value = False
+    service.jobs.retry.return_value = False
     service.storage.finish.side_effect = NotFound("no image")
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.metrics.job_attempt_failed.assert_called_once_with(permanent=True)

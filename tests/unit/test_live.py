@@ -6,7 +6,7 @@ import time
 import pytest
 
 from imagepipe.errors import Unavailable
-from imagepipe.live import KEEPALIVE, StatusStream, StatusWatchers, encode_event
+from imagepipe.web.live import KEEPALIVE, StatusStream, StatusWatchers, encode_event
 
 IMAGE = "0123456789abcdef0123456789abcdef"
 OTHER = "fedcba9876543210fedcba9876543210"

@@ -9,11 +9,14 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 
-from imagepipe import images, logformat, metrics
-from imagepipe.blobstore import FileBlobStore, original_key, variant_key
-from imagepipe.catalog import Catalog
+from imagepipe.observability import logformat, metrics
+from imagepipe.rendering.presets import Preset
+from imagepipe.rendering.render import render
+from imagepipe.storage.blobs import original_key, variant_key
+from imagepipe.storage.blobs.files import FileBlobStore
+from imagepipe.storage.catalog import Catalog
 from imagepipe.settings import parse_metrics_address
-from services.observability import Exporter
+from services.extensions.observability import Exporter
 from tests.helpers import REPO_ROOT, make_jpeg
 
 IMAGE_ID = "0123456789abcdef0123456789abcdef"
@@ -61,7 +64,7 @@ def test_exporter_disabled_without_address():
 
 
 def test_metered_blob_store_counts_and_logs_each_write(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="imagepipe.metrics")
+    caplog.set_level(logging.INFO, logger="imagepipe.observability.metrics")
     blobs = metrics.MeteredBlobStore(FileBlobStore(str(tmp_path)))
     originals = sample("imagepipe_storage_written_bytes_total", kind="original")
     variants = sample("imagepipe_storage_blob_writes_total", kind="variant")
@@ -106,9 +109,9 @@ def test_job_outcomes_count_only_jobs_that_finished_the_image():
 
 
 def test_render_reports_each_presets_time():
-    presets = [images.Preset.from_config("big", {"width": 800, "height": 800}),
-               images.Preset.from_config("small", {"width": 64, "height": 64})]
-    renditions = images.render(make_jpeg(1600, 1200), presets)
+    presets = [Preset.from_config("big", {"width": 800, "height": 800}),
+               Preset.from_config("small", {"width": 64, "height": 64})]
+    renditions = render(make_jpeg(1600, 1200), presets)
     assert [rendition.preset for rendition in renditions] == ["big", "small"]
     assert all(0 < rendition.seconds < 10 for rendition in renditions)
 
@@ -136,7 +139,7 @@ def test_plain_lines_without_context_still_format():
 LOG_FROM_CONFIG = """
 import logging, logging.config
 from tests.helpers import load_config
-from imagepipe import logformat
+from imagepipe.observability import logformat
 logging.config.dictConfig(load_config()["LOGGING"])
 logformat.bind(correlation_id="gateway.upload.42", call_id="storage.put_original.7")
 try:

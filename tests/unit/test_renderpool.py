@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
-from imagepipe.images import Preset
-from imagepipe.renderpool import RenderPool
+from imagepipe.rendering.presets import Preset
+from imagepipe.rendering.pool import RenderPool
 from tests.helpers import make_jpeg
 
 PRESETS = [Preset("thumb", 256, 256), Preset("medium", 1024, 1024)]

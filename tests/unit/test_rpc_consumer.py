@@ -5,7 +5,7 @@ import pytest
 from amqp.exceptions import ConnectionForced
 from kombu.exceptions import OperationalError
 
-from services.dependencies import ConfiguredRpcConsumer, TransientResponder
+from services.extensions.rpc import ConfiguredRpcConsumer, TransientResponder
 
 CONFIG = {"AMQP_URI": "amqp://guest:guest@localhost:5672/", "serializer": "msgpack"}
 

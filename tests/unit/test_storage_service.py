@@ -2,11 +2,11 @@
 import pytest
 from nameko.testing.services import worker_factory
 
-from imagepipe.blobstore import FileBlobStore
-from imagepipe.catalog import Catalog
+from imagepipe.storage.blobs.files import FileBlobStore
+from imagepipe.storage.catalog import Catalog
 from imagepipe.errors import BadRequest
 from imagepipe.settings import Settings
-from imagepipe.store import ImageStore
+from imagepipe.storage.store import ImageStore
 from services.storage import StorageService
 
 INFO = {"format": "PNG", "mime_type": "image/png", "width": 1, "height": 1, "frames": 1}
@@ -23,11 +23,9 @@ def test_rpc_methods_round_trip(service):
     image_id = record["id"]
     assert created
     assert service.get_image(image_id)["status"] == "pending"
-    assert service.start_processing(image_id)["status"] == "processing"
-    meta = {"format": "webp", "mime_type": "image/webp", "width": 1, "height": 1}
-    service.put_variant(image_id, "thumb", b"webp bytes", meta)
-    assert service.get_variant(image_id, "thumb")[0] == b"webp bytes"
-    assert service.finish(image_id, "done")["status"] == "done"
+    assert service.get_original(image_id) == b"png bytes"
+    assert service.claim(image_id)["record"]["status"] == "processing"
+    assert service.finish(image_id, "failed", "broken")["status"] == "failed"
     assert [image["id"] for image in service.list_images()["images"]] == [image_id]
 
 
@@ -68,4 +66,4 @@ def test_complete_refuses_an_empty_rendition(service):
 def test_sweeper_redispatches_stalled_images(service):
     image_id = service.put_original(b"stuck", INFO)[0]["id"]
     service.redispatch_stalled()
-    service.dispatch.assert_called_once_with("image_uploaded", {"id": image_id})
+    service.jobs.redispatch.assert_called_once_with({"id": image_id})

@@ -3,11 +3,12 @@ import os
 
 import pytest
 
-from imagepipe.blobstore import FileBlobStore, original_key, variant_key
-from imagepipe.catalog import Catalog
+from imagepipe.storage.blobs import original_key, variant_key
+from imagepipe.storage.blobs.files import FileBlobStore
+from imagepipe.storage.catalog import Catalog
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import content_sha256, image_id_for
-from imagepipe.store import ImageStore
+from imagepipe.storage.store import ImageStore
 
 INFO = {"format": "JPEG", "mime_type": "image/jpeg", "width": 10, "height": 5, "frames": 1}
 META = {"format": "webp", "mime_type": "image/webp", "width": 4, "height": 2}
@@ -45,11 +46,11 @@ def test_empty_original_is_rejected(store):
 
 def test_status_only_moves_forward(store):
     image_id = store.put_original(b"x", INFO)[0]["id"]
-    assert store.start_processing(image_id)["status"] == "processing"
-    assert store.start_processing(image_id)["attempts"] == 2  # a redelivery counts
+    assert store.claim(image_id)["record"]["status"] == "processing"
+    assert store.claim(image_id)["record"]["attempts"] == 2  # a redelivery counts
     assert store.finish(image_id, "done")["status"] == "done"
     # a late duplicate cannot move it back or flip it to failed
-    assert store.start_processing(image_id)["status"] == "done"
+    assert store.claim(image_id)["record"]["status"] == "done"
     assert store.finish(image_id, "failed", "late")["status"] == "done"
     assert store.get_image(image_id)["error"] is None
     assert store.get_image(image_id)["attempts"] == 2
@@ -57,21 +58,25 @@ def test_status_only_moves_forward(store):
 
 def test_reupload_of_a_failed_image_starts_it_afresh(store):
     image_id = store.put_original(b"y", INFO)[0]["id"]
-    store.start_processing(image_id)
+    store.claim(image_id)
     assert store.finish(image_id, "failed", "broken")["error"] == "broken"
     record, created = store.put_original(b"y", INFO)
     assert not created
     assert (record["status"], record["error"], record["attempts"]) == ("pending", None, 0)
 
 
-def test_put_variant_is_idempotent_unless_replacing(store):
+def rendition(preset, data):
+    return {"preset": preset, "data": data, "meta": META}
+
+
+def test_complete_keeps_recorded_renditions_unless_replacing(store):
     image_id = store.put_original(b"z", INFO)[0]["id"]
-    first = store.put_variant(image_id, "thumb", b"rendition-1", META)
-    second = store.put_variant(image_id, "thumb", b"rendition-2", META)
+    first = store.complete(image_id, [rendition("thumb", b"rendition-1")])["variants"]["thumb"]
+    second = store.complete(image_id, [rendition("thumb", b"rendition-2")])["variants"]["thumb"]
     assert first == second
     assert first["writes"] == 1
     assert store.get_variant(image_id, "thumb")[0] == b"rendition-1"
-    replaced = store.put_variant(image_id, "thumb", b"rendition-3", META, replace=True)
+    replaced = store.complete(image_id, [rendition("thumb", b"rendition-3")], replace=True)["variants"]["thumb"]
     assert replaced["writes"] == 2
     data, variant = store.get_variant(image_id, "thumb")
     assert data == b"rendition-3"
@@ -91,7 +96,7 @@ def test_invalid_ids_are_not_found(store, image_id):
 def test_invalid_preset_names_never_reach_the_filesystem(store, preset):
     image_id = store.put_original(b"w", INFO)[0]["id"]
     with pytest.raises(NotFound):
-        store.put_variant(image_id, preset, b"data", META)
+        store.complete(image_id, [rendition(preset, b"data")])
     with pytest.raises(NotFound):
         variant_key(image_id, preset)
 
@@ -157,10 +162,10 @@ def test_list_images_rejects_a_forged_cursor(store):
 
 def test_operator_retry_restarts_a_failed_image_only_when_asked(store):
     image_id = store.put_original(b"v", INFO)[0]["id"]
-    store.start_processing(image_id)
+    store.claim(image_id)
     store.finish(image_id, "failed", "storage gave up")
-    assert store.start_processing(image_id)["status"] == "failed"
-    record = store.start_processing(image_id, retry_failed=True)
+    assert store.claim(image_id)["record"]["status"] == "failed"
+    record = store.claim(image_id, retry_failed=True)["record"]
     assert (record["status"], record["error"], record["attempts"]) == ("processing", None, 1)
 
 
@@ -169,7 +174,7 @@ def test_callback_url_is_kept_and_the_latest_one_wins(store):
     assert record["callback_url"] == "https://a.example/hook"
     # a re-upload without a callback_url keeps the one there is
     assert store.put_original(b"hooked", INFO)[0]["callback_url"] == "https://a.example/hook"
-    store.start_processing(record["id"])
+    store.claim(record["id"])
     store.finish(record["id"], "done")
     # a re-upload naming another one replaces it, and leaves the status alone
     again, created = store.put_original(b"hooked", INFO, "https://b.example/hook")
@@ -183,7 +188,7 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
-    from imagepipe.catalog import MIGRATIONS, make_engine
+    from imagepipe.storage.catalog import MIGRATIONS, make_engine
 
     engine = make_engine(catalog_url)
     config = AlembicConfig()

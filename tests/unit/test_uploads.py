@@ -6,7 +6,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from imagepipe.errors import BadRequest, PayloadTooLarge, UnsupportedFormat
-from imagepipe.uploads import read_upload
+from imagepipe.web.uploads import read_upload
 
 
 def request_for(**kwargs):

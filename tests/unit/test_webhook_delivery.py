@@ -1,10 +1,12 @@
-"""services.webhooks.Webhooks.handle without a broker: what reaches storage and the sender."""
+"""WebhookDeliveries.handle without a broker: what reaches storage and the sender."""
 import pytest
 
 from imagepipe.errors import NotFound, Unavailable
 from imagepipe.settings import Settings
-from imagepipe.webhooks import Attempt
-from services.webhooks import Webhooks, retry_queue
+from imagepipe.webhooks.delivery import Attempt
+from services.extensions.providers import WebhookDeliveries
+from services.topology import DELIVERY_QUEUE, delivery_queue
+from services.topology import delivery_retry_queue as retry_queue
 
 IMAGE_ID = "ab" * 16
 RECORD = {
@@ -15,7 +17,7 @@ RECORD = {
 }
 
 
-class Recorded(Webhooks):
+class Recorded(WebhookDeliveries):
     """The provider with its sender and publisher replaced by recorders."""
 
     def __init__(self, result):
@@ -54,14 +56,14 @@ def test_a_failed_attempt_goes_to_the_retry_queue_of_its_delay():
     webhooks.handle({"id": IMAGE_ID}, lambda image_id: RECORD)
     webhooks.handle({"id": IMAGE_ID, "webhook": {"attempt": 1, "callback_url": "https://h.example/x"}},
                     lambda image_id: RECORD)
-    assert [name for name, _ in webhooks.published] == ["webhooks.retry.1s", "webhooks.retry.5s"]
+    assert [name for name, _ in webhooks.published] == ["webhooks.deliveries.retry.1s", "webhooks.deliveries.retry.5s"]
     assert webhooks.published[1][1]["webhook"]["attempt"] == 2
     final = webhooks.handle({"id": IMAGE_ID, "webhook": {"attempt": 2, "callback_url": "https://h.example/x"}},
                             lambda image_id: RECORD)
     assert final.outcome == "gave_up" and len(webhooks.published) == 2
 
 
-@pytest.mark.parametrize("error, published", [(NotFound("gone"), []), (Unavailable("down"), ["webhooks.retry.1s"])])
+@pytest.mark.parametrize("error, published", [(NotFound("gone"), []), (Unavailable("down"), ["webhooks.deliveries.retry.1s"])])
 def test_storage_trouble_is_retried_and_unknown_images_dropped(error, published):
     webhooks = Recorded(Attempt(True, ""))
 
@@ -73,20 +75,16 @@ def test_storage_trouble_is_retried_and_unknown_images_dropped(error, published)
 
 
 def test_retry_queues_dead_letter_straight_back_to_the_delivery_queue():
-    from services.webhooks import DELIVERY_QUEUE, delivery_queue
-
     queue = retry_queue(1.5, {})
-    assert queue.name == "webhooks.retry.1.5s" and queue.durable
+    assert queue.name == "webhooks.deliveries.retry.1.5s" and queue.durable
     assert queue.queue_arguments == {
         "x-message-ttl": 1500, "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": DELIVERY_QUEUE}
-    assert DELIVERY_QUEUE == "evt-imaging-image_processed--gateway.deliver_webhook"
+    assert DELIVERY_QUEUE == "webhooks.deliveries"
     assert delivery_queue({}).queue_arguments is None
 
 
 def test_with_quorum_job_queues_the_webhook_queues_are_quorum_too():
-    from services.webhooks import DELIVERY_QUEUE, delivery_queue
-
     config = {"JOB_QUEUE_TYPE": "quorum"}
     assert delivery_queue(config).queue_arguments == {"x-queue-type": "quorum"}
     arguments = retry_queue(5, config).queue_arguments

@@ -11,9 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl
-from imagepipe.webhooks import (
-    Attempt, WebhookSender, callback_url_from, check_callback_url, deliver, delivery_id,
-    embedded_ipv4, forbidden_reason, pinned_request, signature, verify_signature)
+from imagepipe.webhooks.delivery import Attempt, WebhookSender, deliver, pinned_request
+from imagepipe.webhooks.signing import delivery_id, signature, verify_signature
+from imagepipe.webhooks.urls import (
+    callback_url_from, check_callback_url, embedded_ipv4, forbidden_reason)
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

@@ -5,7 +5,7 @@ import pytest
 
 from imagepipe.errors import NotFound
 from imagepipe.settings import Settings
-from imagepipe.webpage import ASSETS, PAGE, WEB_ROOT, WebAssets, security_headers
+from imagepipe.web.page import ASSETS, PAGE, WEB_ROOT, WebAssets, security_headers
 
 
 def test_every_listed_asset_is_served_with_its_type_and_a_content_etag():

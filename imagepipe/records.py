@@ -1,0 +1,18 @@
+"""What an image record says besides its fields: status values and timestamps.
+
+Status only moves forward -- pending -> processing -> done | failed -- (see
+``imagepipe.storage.catalog``); every part that reads a status uses these names.
+"""
+from datetime import datetime, timezone
+
+PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
+STATUSES = (PENDING, PROCESSING, DONE, FAILED)
+UNFINISHED = (PENDING, PROCESSING)
+FINISHED = (DONE, FAILED)
+
+
+def isoformat(epoch):
+    """Seconds since the epoch as ISO 8601 in UTC, to the millisecond (None stays None)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")

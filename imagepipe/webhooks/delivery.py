@@ -1,0 +1,169 @@
+"""Sending a webhook: one pinned POST, and what to do after it.
+
+An upload may name a ``callback_url``; once its image is ``done`` or
+``failed`` the webhooks service POSTs the image's status JSON there.  This
+module is the plain part of that: nothing here knows about nameko or AMQP.
+Redirects are never followed: they would lead past the URL rule
+(``imagepipe.webhooks.urls``).
+"""
+import ipaddress
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl
+from imagepipe.records import FINISHED
+from imagepipe.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, delivery_id, signature
+from imagepipe.webhooks.urls import DEFAULT_PORTS, check_callback_url, resolve_host
+
+DELIVERY_HEADER = "X-Imagepipe-Delivery"
+EVENT_HEADER = "X-Imagepipe-Event"
+USER_AGENT = "imagepipe-webhooks/1"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    ok: bool
+    detail: str
+    permanent: bool = False
+
+
+class PinnedAddressAdapter(HTTPAdapter):
+    """Sends to a vetted IP while TLS still checks the certificate for the host name."""
+
+    def __init__(self, host, **kwargs):
+        self.host = host
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["server_hostname"] = self.host  # SNI
+        kwargs["assert_hostname"] = self.host
+        super().init_poolmanager(*args, **kwargs)
+
+
+def pinned_request(target, address):
+    """``(url, Host header)`` that reach ``address`` but name ``target.host``."""
+    parts = urlsplit(target.url)
+    ip = ipaddress.ip_address(address)
+    ip_host = "[{}]".format(ip) if ip.version == 6 else str(ip)
+    default_port = DEFAULT_PORTS[target.scheme]
+    netloc = ip_host if target.port == default_port else "{}:{}".format(ip_host, target.port)
+    host_header = _host_header(target.host, target.port, default_port)
+    return urlunsplit((target.scheme, netloc, parts.path or "/", parts.query, "")), host_header
+
+
+def _host_header(host, port, default_port):
+    if ":" in host:
+        host = "[{}]".format(host)
+    return host if port == default_port else "{}:{}".format(host, port)
+
+
+class WebhookSender:
+    """One POST of an image's status to its callback URL."""
+
+    def __init__(self, timeout=5.0, secret="", allow_private=False, resolve=resolve_host,
+                 clock=time.time):
+        self.timeout = timeout
+        self.secret = secret
+        self.allow_private = allow_private
+        self.resolve = resolve
+        self.clock = clock
+
+    def send(self, url, status_body):
+        """POST ``status_body`` to ``url``; return an ``Attempt`` (never raises)."""
+        try:
+            target = check_callback_url(url, self.allow_private, self.resolve)
+        except CallbackUrlForbidden as exc:
+            return Attempt(False, exc.message, permanent=True)
+        except InvalidCallbackUrl as exc:
+            return Attempt(False, exc.message)  # e.g. DNS down for now: try again later
+        body = json.dumps(status_body, separators=(",", ":"), sort_keys=True).encode()
+        pinned_url, host_header = pinned_request(target, target.addresses[0])
+        headers = self.headers(body, status_body, url)
+        headers["Host"] = host_header
+        with requests.Session() as session:
+            session.trust_env = False  # no proxies from the environment: they would bypass the pin
+            if target.scheme == "https":
+                session.mount("https://", PinnedAddressAdapter(target.host))
+            try:
+                response = session.post(pinned_url, data=body, headers=headers,
+                                        timeout=self.timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                return Attempt(False, "{}: {}".format(type(exc).__name__, exc)[:300])
+            response.close()
+        if 200 <= response.status_code < 300:
+            return Attempt(True, "HTTP {}".format(response.status_code))
+        if 300 <= response.status_code < 400:
+            return Attempt(False, "HTTP {} (redirects are not followed)".format(response.status_code))
+        return Attempt(False, "HTTP {}".format(response.status_code))
+
+    def headers(self, body, status_body, url):
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            EVENT_HEADER: "image.{}".format(status_body["status"]),
+            DELIVERY_HEADER: delivery_id(status_body, url),
+        }
+        if self.secret:
+            timestamp = str(int(self.clock()))
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = signature(self.secret, timestamp, body)
+        return headers
+
+
+# -- one delivery attempt, and what to do next ----------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    """What became of one delivery message.
+
+    ``outcome`` is ``delivered``, ``skipped``, ``retry`` or ``gave_up``; for a
+    retry, ``retry_message`` is to be handled again after ``retry_delay``.
+    """
+
+    outcome: str
+    detail: str
+    retry_message: dict = None
+    retry_delay: float = None
+
+
+def retry_state(message):
+    """``(attempts made so far, URL the delivery is pinned to or None)``."""
+    webhook = message.get("webhook") or {}
+    return int(webhook.get("attempt") or 0), webhook.get("callback_url")
+
+
+def retry_message(image_id, attempt, callback_url):
+    return {"id": image_id, "webhook": {"attempt": attempt, "callback_url": callback_url}}
+
+
+def deliver(message, record, status_body, send, retry_delays):
+    """Handle one delivery message for the image ``record`` (storage's record).
+
+    The URL is always the image's current ``callback_url``: a re-upload that
+    names a new one takes over pending retries for the old one.
+    """
+    attempts, pinned_url = retry_state(message)
+    url = record.get("callback_url")
+    if not url:
+        return Decision("skipped", "no callback_url")
+    if record["status"] not in FINISHED:
+        return Decision("skipped", "image is {}".format(record["status"]))
+    if pinned_url and pinned_url != url:
+        return Decision("skipped", "callback_url was replaced by a later upload")
+    result = send(url, status_body)
+    if result.ok:
+        return Decision("delivered", result.detail)
+    return next_attempt(record["id"], attempts, url, result.detail, retry_delays, result.permanent)
+
+
+def next_attempt(image_id, attempts, url, detail, retry_delays, permanent=False):
+    """Schedule the next try after a failed one, or give up."""
+    if permanent or attempts >= len(retry_delays):
+        return Decision("gave_up", detail)
+    return Decision("retry", detail, retry_message(image_id, attempts + 1, url),
+                    retry_delays[attempts])
