@@ -57,6 +57,42 @@ class InvalidImage(PipelineError):
     http_status = 422
 
 
+class RequestTimeout(PipelineError):
+    """The client sent its request too slowly."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class RateLimited(PipelineError):
+    """Too many requests from one key (or address); ``retry_after`` seconds until allowed."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message="rate limit exceeded", retry_after=1):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class InsufficientStorage(PipelineError):
+    """Storing the upload would cross the disk's free-space floor or the key's quota."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
+class QuotaExceeded(InsufficientStorage):
+    code = "quota_exceeded"
+
+
+class InvalidGrant(PipelineError):
+    """A blob grant that is forged, expired, used for another object, or names no blob."""
+
+    code = "invalid_grant"
+    http_status = 400
+
+
 class Unavailable(PipelineError):
     """A dependency (broker, storage) did not answer in time; try again."""
 

@@ -95,9 +95,14 @@ class ImageInfo:
 
 def probe(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
     """Identify and validate ``data`` from its headers, never decoding pixels."""
+    return probe_with_orientation(data, formats, max_pixels)[0]
+
+
+def probe_with_orientation(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
+    """``(ImageInfo, EXIF orientation 1-8)`` of ``data``, from its headers."""
     allowed = allowed_formats(formats)
     with open_image(data, allowed, max_pixels) as im:
-        return inspect(im, allowed, max_pixels)[0]
+        return inspect(im, allowed, max_pixels)
 
 
 def allowed_formats(formats):

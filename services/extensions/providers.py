@@ -4,6 +4,7 @@ Each wraps a plain ``imagepipe`` object, so ``worker_factory`` can swap it in
 unit tests and the services themselves stay declarative.
 """
 import logging
+import threading
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -13,6 +14,7 @@ from imagepipe.errors import InvalidCallbackUrl, NotFound, Unavailable
 from imagepipe.observability import metrics
 from imagepipe.rendering.pool import RenderPool
 from imagepipe.settings import Settings
+from imagepipe.storage.direct import DirectBlobs
 from imagepipe.storage.store import ImageStore
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
@@ -84,6 +86,44 @@ class Renderer(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.pool.render
+
+
+class BlobAccess(DependencyProvider):
+    """The claim-check path for the gateway and imaging: direct blob access, or None.
+
+    Decided at start-up from this process's view of the store (a shared
+    ``STORAGE_ROOT`` with storage's marker, or S3 with presigned URLs) and
+    logged once; the first job or upload then confirms with storage that
+    both mean the same store (``storage.blob_access``), and falls back to
+    bytes over RPC for good if they do not.
+    """
+
+    def setup(self):
+        settings = Settings.from_config(self.container.config)
+        self.direct, why = DirectBlobs.for_process(
+            settings.blobs, settings.storage_root, settings.blob_access, settings.rpc_timeout)
+        log.info("%s: image bytes %s (%s)", self.container.service_name,
+                 "go directly to the blob store" if self.direct else "travel over RPC", why)
+        self._confirmed = self.direct is None
+        self._lock = threading.Lock()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def direct_for(self, storage):
+        """The ``DirectBlobs`` to use, or None for bytes over RPC; ``storage`` is an RPC proxy."""
+        if not self._confirmed:
+            with self._lock:
+                if not self._confirmed:
+                    self._confirm(storage.blob_access())
+        return self.direct
+
+    def _confirm(self, access):
+        if not self.direct.serves(access):
+            log.warning("%s: storage uses another store (%s) than the one seen here; image "
+                        "bytes travel over RPC from now on", self.container.service_name, access)
+            self.direct = None
+        self._confirmed = True
 
 
 class CallbackUrls(DependencyProvider):

@@ -35,7 +35,7 @@ def test_id_derives_from_content_and_duplicates_are_stored_once(store, tmp_path)
     assert record["status"] == "pending"
     assert record["original"]["bytes"] == 16
     assert store.get_original(record["id"]) == b"some image bytes"
-    files = [name for _, _, names in os.walk(tmp_path / "blobs") for name in names]
+    files = [name for _, _, names in os.walk(tmp_path / "blobs" / "originals") for name in names]
     assert files == [record["id"]]
 
 
@@ -187,6 +187,7 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
 
     from imagepipe.storage.catalog import MIGRATIONS, make_engine
 
@@ -205,5 +206,6 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     record = catalog.get_image("e" * 32)
     assert (record["status"], record["original"]["width"], record["callback_url"]) == ("done", 3, None)
     with catalog.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == \
+            ScriptDirectory(str(MIGRATIONS)).get_current_head()
     catalog.engine.dispose()
