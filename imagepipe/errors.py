@@ -45,6 +45,19 @@ class TooManyPixels(PipelineError):
     http_status = 413
 
 
+class ImageTooComplex(TooManyPixels):
+    """Over a decoder work cap other than pixels: JPEG scans, PNG chunks, GIF blocks.
+
+    413 like the pixel and frame caps, for the same reason: the file may be
+    valid, but decoding it costs more than this server is willing to spend
+    (a server with higher limits would take it), so a client must not retry
+    it as it is; 422 is for files that are broken.  A subclass of
+    ``TooManyPixels``: whoever handles "too much to decode" handles this too.
+    """
+
+    code = "image_too_complex"
+
+
 class UnsupportedFormat(PipelineError):
     code = "unsupported_format"
     http_status = 415

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from imagepipe.configvalues import as_bool, as_list, positive, positive_int
 from imagepipe.rendering.presets import DEFAULT_FORMATS, DEFAULT_PRESETS, presets_from_config
+from imagepipe.rendering.structure import DecodeLimits
 from imagepipe.storage.blobs import BlobSettings
 
 
@@ -30,6 +31,14 @@ class Settings:
     render_timeout: float = 60.0
     render_memory_mb: int = 1024
     render_nice: int = 10
+    # render time budget: seconds per megapixel (width x height x frames),
+    # never below render_seconds_min nor above render_timeout
+    render_seconds_per_megapixel: float = 0.25
+    render_seconds_min: float = 5.0
+    # render worker sandbox: auto (what the kernel allows), require, off
+    render_sandbox: str = "auto"
+    # decoder work caps checked on the raw bytes before any decoder runs
+    decode_limits: DecodeLimits = DecodeLimits()
     api_keys: tuple = field(default=(), repr=False)
     # live status streams (GET /images/<id>/events)
     live_recheck_interval: float = 15.0
@@ -74,6 +83,7 @@ class Settings:
             render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
                             else cls.render_nice),
             api_keys=tuple(as_list(config.get("API_KEYS"), ())),
+            **_render_hardening(config),
             live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
                                            cls.live_recheck_interval),
             live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",
@@ -97,6 +107,29 @@ def _queue_type(name, value):
         raise ValueError("{} must be one of {}, not {!r}".format(
             name, ", ".join(QUEUE_TYPES), value))
     return queue_type
+
+
+RENDER_SANDBOX_MODES = ("auto", "require", "off")
+
+
+def _render_hardening(config):
+    sandbox = str(config.get("RENDER_SANDBOX") or "auto").strip().lower()
+    if sandbox not in RENDER_SANDBOX_MODES:
+        raise ValueError("RENDER_SANDBOX must be one of {}, not {!r}".format(
+            ", ".join(RENDER_SANDBOX_MODES), config.get("RENDER_SANDBOX")))
+    defaults = DecodeLimits()
+    return {
+        "render_seconds_per_megapixel": positive(
+            config.get("RENDER_SECONDS_PER_MEGAPIXEL"), "RENDER_SECONDS_PER_MEGAPIXEL",
+            Settings.render_seconds_per_megapixel),
+        "render_seconds_min": positive(
+            config.get("RENDER_SECONDS_MIN"), "RENDER_SECONDS_MIN", Settings.render_seconds_min),
+        "render_sandbox": sandbox,
+        "decode_limits": DecodeLimits(**{
+            field: positive_int(config.get(field.upper()), field.upper(), getattr(defaults, field))
+            for field in ("jpeg_max_scans", "jpeg_max_segments", "png_max_chunks", "gif_max_blocks")
+        }),
+    }
 
 
 def _webhook_settings(config):

@@ -49,7 +49,8 @@ class GatewayService:
         callback_url = callback_url_from(request.args, fields)
         if callback_url:
             self.callback_urls.check(callback_url)  # SSRF rule: refused before anything is stored
-        info = probe(data, self.config.allowed_formats, self.config.max_pixels)
+        info = probe(data, self.config.allowed_formats, self.config.max_pixels,
+                     self.config.decode_limits)
         record, _created = self.storage.put_original(data, asdict(info), callback_url)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash

@@ -64,9 +64,10 @@ class ImageStoreProvider(DependencyProvider):
 class Renderer(DependencyProvider):
     """``render(data, presets)`` in a pool of worker processes.
 
-    The pool bounds each render in time and memory and survives decoder
-    crashes; the service's event loop only waits on pipes, so it keeps
-    serving AMQP heartbeats while every core renders.
+    The pool bounds each render in time (a budget per megapixel) and memory,
+    survives decoder crashes and runs its workers sandboxed; the service's
+    event loop only waits on sockets, so it keeps serving AMQP heartbeats
+    while every core renders.
     """
 
     def setup(self):
@@ -74,7 +75,10 @@ class Renderer(DependencyProvider):
         self.pool = RenderPool(
             size=settings.render_workers, timeout=settings.render_timeout,
             memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
-            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels})
+            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels},
+            seconds_per_megapixel=settings.render_seconds_per_megapixel,
+            seconds_min=settings.render_seconds_min, decode_limits=settings.decode_limits,
+            sandbox=settings.render_sandbox)
 
     def stop(self):
         self.pool.close()
