@@ -6,6 +6,7 @@ import requests
 from PIL import Image
 
 from harness.config import REPO_ROOT, load_config  # noqa: F401 (the tests' one place for both)
+from harness.hostile import make_progressive_jpeg, repeat_last_scan  # noqa: F401
 
 
 class WebSession(requests.Session):
@@ -82,21 +83,3 @@ class ScratchDatabase:
     def __exit__(self, *exc):
         self._admin('DROP DATABASE IF EXISTS "{}" WITH (FORCE)'.format(self.name))
 
-
-def make_progressive_jpeg(width, height, color=(120, 130, 140)):
-    image = Image.new("RGB", (width, height), color)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90, progressive=True)
-    return out.getvalue()
-
-
-def repeat_last_scan(jpeg, times):
-    """``jpeg`` with its last scan (SOS segment and its data) repeated ``times`` more times.
-
-    Still a valid JPEG -- a refinement scan may legally come again -- that
-    makes the decoder pass over every coefficient once per copy: ~30 ms each
-    at 49 MP, ~150 bytes each in the file.
-    """
-    last_sos = jpeg.rindex(b"\xff\xda")
-    end = jpeg.rindex(b"\xff\xd9")
-    return jpeg[:end] + jpeg[last_sos:end] * times + jpeg[end:]

@@ -5,7 +5,6 @@ them is measured in bench/ (``python -m bench.costs decode-caps``), not here.
 """
 import io
 import struct
-import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -19,33 +18,11 @@ from imagepipe.rendering.structure import (
     MAX_FRAMES, DecodeLimits, check_structure, gif_counts, jpeg_counts, png_counts)
 from imagepipe.settings import Settings
 from tests import corpus
-from tests.helpers import make_jpeg, make_png, make_progressive_jpeg, repeat_last_scan
+from harness.hostile import (
+    gif_of, make_progressive_jpeg, png_chunk, repeat_last_scan, with_jpeg_comments, with_png_chunks)
+from tests.helpers import make_jpeg, make_png
 
 SMALL = DecodeLimits(jpeg_max_scans=12, jpeg_max_segments=40, png_max_chunks=20, gif_max_blocks=50)
-
-
-def png_chunk(kind, data=b""):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def with_png_chunks(png, chunk, count):
-    """``png`` with ``count`` copies of ``chunk`` right after IHDR."""
-    after_ihdr = 8 + 12 + 13
-    return png[:after_ihdr] + chunk * count + png[after_ihdr:]
-
-
-def with_jpeg_comments(jpeg, count):
-    return jpeg[:2] + b"\xff\xfe\x00\x02" * count + jpeg[2:]
-
-
-def gif_of(frames, sub_blocks_per_comment=0):
-    """A GIF of 1x1 frames, each after a comment extension of 1-byte sub-blocks."""
-    header = b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
-    comment = b"\x21\xfe" + b"\x01x" * sub_blocks_per_comment + b"\x00"
-    frame = (b"\x21\xf9\x04\x00\x01\x00\x00\x00"
-             b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"
-             b"\x02\x02\x44\x01\x00")
-    return header + (comment + frame) * frames + b"\x3b"
 
 
 # -- JPEG -----------------------------------------------------------------
