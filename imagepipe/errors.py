@@ -89,6 +89,15 @@ class CallbackUrlForbidden(BadRequest):
     code = "callback_url_forbidden"
 
 
+class UnresolvableCallbackHost(CallbackUrlForbidden):
+    """A ``callback_url`` host with no address: told apart from a private one only in code.
+
+    Clients get the same code and message as for a non-public address, so
+    the answer does not reveal which internal names exist; delivery retries
+    it later (DNS may be down for now) instead of giving up.
+    """
+
+
 # Permanent errors: retrying the same bytes can never succeed.
 PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
 

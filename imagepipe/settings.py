@@ -7,7 +7,7 @@ one place and misconfiguration fails at start-up, not on the first upload.
 import os
 from dataclasses import dataclass, field
 
-from imagepipe.configvalues import as_bool, as_list, positive, positive_int
+from imagepipe.configvalues import PortRanges, as_bool, as_list, as_ports, positive, positive_int
 from imagepipe.rendering.presets import DEFAULT_FORMATS, DEFAULT_PRESETS, presets_from_config
 from imagepipe.rendering.structure import DecodeLimits
 from imagepipe.storage.blobs import BlobSettings
@@ -56,6 +56,9 @@ class Settings:
     webhook_timeout: float = 5.0
     webhook_secret: str = field(default="", repr=False)
     webhook_allow_private: bool = False
+    # ports a callback_url may name (None: any), and deliveries at once per host and process
+    webhook_allowed_ports: PortRanges = PortRanges(((80, 80), (443, 443)))
+    webhook_max_per_host: int = 2
 
     @classmethod
     def from_config(cls, config):
@@ -143,6 +146,10 @@ def _webhook_settings(config):
         "webhook_timeout": timeout,
         "webhook_secret": str(config.get("WEBHOOK_SECRET") or ""),
         "webhook_allow_private": as_bool(config.get("WEBHOOK_ALLOW_PRIVATE"), "WEBHOOK_ALLOW_PRIVATE"),
+        "webhook_allowed_ports": as_ports(config.get("WEBHOOK_ALLOWED_PORTS"), "WEBHOOK_ALLOWED_PORTS",
+                                          Settings.webhook_allowed_ports),
+        "webhook_max_per_host": positive_int(config.get("WEBHOOK_MAX_PER_HOST"), "WEBHOOK_MAX_PER_HOST",
+                                             Settings.webhook_max_per_host),
     }
 
 

@@ -11,6 +11,7 @@ from imagepipe.ids import check_image_id, check_preset_name, content_sha256, ima
 from imagepipe.records import FINISHED
 from imagepipe.storage.blobs import open_blob_store, original_key, variant_key
 from imagepipe.storage.catalog import Catalog
+from imagepipe.storage.deliveries import DeliveryLedger
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +115,16 @@ class ImageStore:
 
     def touch(self, image_id):
         self.catalog.touch(check_image_id(image_id))
+
+    # -- webhook deliveries (imagepipe.storage.deliveries) ----------------------
+
+    @property
+    def deliveries(self):
+        return DeliveryLedger(self.catalog.engine, self.catalog.clock)
+
+    def claim_delivery(self, image_id, url, outcome, attempt, lease_seconds):
+        return self.deliveries.claim(check_image_id(image_id), url, outcome, int(attempt),
+                                     float(lease_seconds))
+
+    def finish_delivery(self, image_id, url, outcome, attempt, state):
+        self.deliveries.finish(check_image_id(image_id), url, outcome, int(attempt), state)

@@ -205,5 +205,5 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     record = catalog.get_image("e" * 32)
     assert (record["status"], record["original"]["width"], record["callback_url"]) == ("done", 3, None)
     with catalog.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     catalog.engine.dispose()
