@@ -6,6 +6,7 @@ process); where it does, the worker must report and be isolated, and these
 tests fail otherwise.  Only a kernel that forbids namespaces skips them,
 saying why.
 """
+import ast
 import os
 import pickle
 import socket
@@ -25,7 +26,7 @@ from imagepipe.rendering.pool import RenderBudget, RenderPool, Worker, WorkerLos
 from imagepipe.rendering.presets import Preset
 from imagepipe.rendering.render import Rendition
 from imagepipe.rendering.sandbox import worker_environment
-from tests.helpers import make_jpeg
+from tests.helpers import REPO_ROOT, make_jpeg
 
 PRESETS = [Preset("thumb", 64, 64)]
 SECRETS = {"AMQP_URI": "amqp://user:hunter2@broker:5672/", "API_KEYS": "key-one,key-two",
@@ -285,3 +286,53 @@ def test_frames_round_trip_what_a_worker_sends():
     assert frames.error_frame(KeyError("x"))["error"]["code"] == "render_error"
     assert frames.error_frame(MemoryError())["error"]["code"] == "memory_error"
 
+
+
+def test_require_starts_a_fully_sandboxed_worker_or_none():
+    from imagepipe.rendering.pool import WorkerUnavailable
+
+    allowed, reason = kernel_allows_network_namespaces()
+    pool = RenderPool(size=1, timeout=30, sandbox="require")
+    try:
+        if allowed:
+            assert pool.start_worker().complete
+            assert pool.render(make_jpeg(64, 64), PRESETS)[0].width == 64
+        else:
+            with pytest.raises(WorkerUnavailable, match="exited with status 3"):
+                pool.start_worker()
+    finally:
+        pool.close()
+
+
+def test_where_user_namespaces_are_off_the_worker_says_so_and_keeps_the_rest():
+    """A kernel that forbids namespaces, made here: a user namespace whose own limit is 0.
+
+    (max_user_namespaces is per user namespace; the host's is untouched.)
+    """
+    allowed, reason = kernel_allows_network_namespaces()
+    if not allowed:
+        pytest.skip("this kernel forbids user namespaces already ({})".format(reason))
+    code = textwrap.dedent("""
+        import ctypes, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.unshare(0x10000000) == 0, os.strerror(ctypes.get_errno())
+        with open("/proc/sys/user/max_user_namespaces", "w") as limit:
+            limit.write("0")
+        from imagepipe.rendering.pool import RenderPool, WorkerUnavailable
+        pool = RenderPool(size=1)
+        print(pool.start_worker().as_dict())
+        pool.close()
+        try:
+            RenderPool(size=1, sandbox="require").start_worker()
+        except WorkerUnavailable as exc:
+            print("require:", exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=str(REPO_ROOT))
+    assert result.returncode == 0, result.stderr
+    report, refused = result.stdout.strip().splitlines()
+    assert ast.literal_eval(report) == {
+        "network": "unavailable: max_user_namespaces is 0 (/proc/sys/user/max_user_namespaces)",
+        "no_new_privs": "on", "seccomp": "on"}
+    assert refused.startswith("require: a render worker could not start")
+    assert "sandbox incomplete" in result.stderr  # logged at the first worker
