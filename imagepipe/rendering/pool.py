@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from imagepipe.errors import InvalidImage, TooManyPixels
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # Python and Pillow start in well under a second; a loaded host gets room.
 SPAWN_TIMEOUT = 30.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-HELLO_FIELDS = tuple(SandboxReport.__dataclass_fields__)
+HELLO_FIELDS = tuple(field.name for field in fields(SandboxReport))
 
 
 class WorkerLost(Exception):

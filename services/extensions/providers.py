@@ -180,7 +180,9 @@ class WebhookDeliveries(DependencyProvider):
             try:
                 decision = deliver(message, record, status_body, self.sender.send, delays,
                                    StorageLedger(storage, self.lease_seconds), self.slots)
-            except Unavailable as exc:  # the ledger could not be asked: nothing was sent
+            except Unavailable as exc:
+                # the ledger did not answer: look again later; if it was the attempt's
+                # end that was lost, its POST is repeated once its lease has run out
                 decision = Decision("deferred", exc.message, message, WAIT_SECONDS)
         self._act(image_id, attempts, decision)
         return decision
