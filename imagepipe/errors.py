@@ -45,6 +45,19 @@ class TooManyPixels(PipelineError):
     http_status = 413
 
 
+class ImageTooComplex(TooManyPixels):
+    """Over a decoder work cap other than pixels: JPEG scans, PNG chunks, GIF blocks.
+
+    413 like the pixel and frame caps, for the same reason: the file may be
+    valid, but decoding it costs more than this server is willing to spend
+    (a server with higher limits would take it), so a client must not retry
+    it as it is; 422 is for files that are broken.  A subclass of
+    ``TooManyPixels``: whoever handles "too much to decode" handles this too.
+    """
+
+    code = "image_too_complex"
+
+
 class UnsupportedFormat(PipelineError):
     code = "unsupported_format"
     http_status = 415
@@ -110,6 +123,15 @@ class CallbackUrlForbidden(BadRequest):
     """A ``callback_url`` refused by the SSRF rule (scheme or non-public address)."""
 
     code = "callback_url_forbidden"
+
+
+class UnresolvableCallbackHost(CallbackUrlForbidden):
+    """A ``callback_url`` host with no address: told apart from a private one only in code.
+
+    Clients get the same code and message as for a non-public address, so
+    the answer does not reveal which internal names exist; delivery retries
+    it later (DNS may be down for now) instead of giving up.
+    """
 
 
 # Permanent errors: retrying the same bytes can never succeed.

@@ -7,8 +7,9 @@ one place and misconfiguration fails at start-up, not on the first upload.
 import os
 from dataclasses import dataclass, field
 
-from imagepipe.configvalues import as_bool, as_list, positive, positive_int
+from imagepipe.configvalues import PortRanges, as_bool, as_list, as_ports, positive, positive_int
 from imagepipe.rendering.presets import DEFAULT_FORMATS, DEFAULT_PRESETS, presets_from_config
+from imagepipe.rendering.structure import DecodeLimits
 from imagepipe.storage.blobs import BlobSettings
 from imagepipe.storage.limits import StorageLimits
 from imagepipe.web.keys import parse_api_keys
@@ -35,6 +36,14 @@ class Settings:
     render_timeout: float = 60.0
     render_memory_mb: int = 1024
     render_nice: int = 10
+    # render time budget: seconds per megapixel (width x height x frames),
+    # never below render_seconds_min nor above render_timeout
+    render_seconds_per_megapixel: float = 0.25
+    render_seconds_min: float = 5.0
+    # render worker sandbox: auto (what the kernel allows), require, off
+    render_sandbox: str = "auto"
+    # decoder work caps checked on the raw bytes before any decoder runs
+    decode_limits: DecodeLimits = DecodeLimits()
     # imagepipe.web.keys.ApiKey entries; each key a tenant unless key_tenants is off
     api_keys: tuple = field(default=(), repr=False)
     key_tenants: bool = True
@@ -59,6 +68,9 @@ class Settings:
     webhook_timeout: float = 5.0
     webhook_secret: str = field(default="", repr=False)
     webhook_allow_private: bool = False
+    # ports a callback_url may name (None: any), and deliveries at once per host and process
+    webhook_allowed_ports: PortRanges = PortRanges(((80, 80), (443, 443)))
+    webhook_max_per_host: int = 2
 
     @classmethod
     def from_config(cls, config):
@@ -89,6 +101,7 @@ class Settings:
             api_keys=parse_api_keys(config.get("API_KEYS")),
             key_tenants=as_bool(config.get("KEY_TENANTS"), "KEY_TENANTS", cls.key_tenants),
             client_limits=ClientLimits.from_config(config),
+            **_render_hardening(config),
             live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
                                            cls.live_recheck_interval),
             live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",
@@ -124,6 +137,26 @@ def _choice(name, value, choices):
     return chosen
 
 
+RENDER_SANDBOX_MODES = ("auto", "require", "off")
+
+
+def _render_hardening(config):
+    sandbox = _choice("RENDER_SANDBOX", config.get("RENDER_SANDBOX"), RENDER_SANDBOX_MODES)
+    defaults = DecodeLimits()
+    return {
+        "render_seconds_per_megapixel": positive(
+            config.get("RENDER_SECONDS_PER_MEGAPIXEL"), "RENDER_SECONDS_PER_MEGAPIXEL",
+            Settings.render_seconds_per_megapixel),
+        "render_seconds_min": positive(
+            config.get("RENDER_SECONDS_MIN"), "RENDER_SECONDS_MIN", Settings.render_seconds_min),
+        "render_sandbox": sandbox,
+        "decode_limits": DecodeLimits(**{
+            field: positive_int(config.get(field.upper()), field.upper(), getattr(defaults, field))
+            for field in ("jpeg_max_scans", "jpeg_max_segments", "png_max_chunks", "gif_max_blocks")
+        }),
+    }
+
+
 def _webhook_settings(config):
     delays = tuple(float(delay) for delay in as_list(
         config.get("WEBHOOK_RETRY_DELAYS"), Settings.webhook_retry_delays))
@@ -135,6 +168,10 @@ def _webhook_settings(config):
         "webhook_timeout": timeout,
         "webhook_secret": str(config.get("WEBHOOK_SECRET") or ""),
         "webhook_allow_private": as_bool(config.get("WEBHOOK_ALLOW_PRIVATE"), "WEBHOOK_ALLOW_PRIVATE"),
+        "webhook_allowed_ports": as_ports(config.get("WEBHOOK_ALLOWED_PORTS"), "WEBHOOK_ALLOWED_PORTS",
+                                          Settings.webhook_allowed_ports),
+        "webhook_max_per_host": positive_int(config.get("WEBHOOK_MAX_PER_HOST"), "WEBHOOK_MAX_PER_HOST",
+                                             Settings.webhook_max_per_host),
     }
 
 

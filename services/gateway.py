@@ -154,14 +154,15 @@ class GatewayService:
     def _stored_form(self, upload):
         """``(bytes to store, their ImageInfo)``: the upload, less metadata unless kept."""
         info, orientation = probe_with_orientation(
-            upload, self.config.allowed_formats, self.config.max_pixels)
+            upload, self.config.allowed_formats, self.config.max_pixels, self.config.decode_limits)
         if self.config.keep_metadata:
             return upload, info
         stored = stored_form(upload, info.format, orientation)
         if stored is upload:
             return upload, info
         # what the catalog describes is what is stored (MPO keeps one picture)
-        return stored, probe(stored, self.config.allowed_formats, self.config.max_pixels)
+        return stored, probe(stored, self.config.allowed_formats, self.config.max_pixels,
+                             self.config.decode_limits)
 
     @staticmethod
     def _blob_meta(record, image_id, name):

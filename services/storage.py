@@ -74,6 +74,15 @@ class StorageService:
     def finish(self, image_id, status, error=None):
         return self.store.finish(image_id, status, error)
 
+    # Webhook deliveries: each (image, URL, outcome) once, whoever asks again.
+    @rpc
+    def claim_delivery(self, image_id, url, outcome, attempt, lease_seconds):
+        return self.store.claim_delivery(image_id, url, outcome, attempt, lease_seconds)
+
+    @rpc
+    def finish_delivery(self, image_id, url, outcome, attempt, state):
+        return self.store.finish_delivery(image_id, url, outcome, attempt, state)
+
     # -- operations -----------------------------------------------------------------
     @rpc
     def blob_access(self):

@@ -23,6 +23,7 @@ from imagepipe.storage.blobs import open_blob_store, original_key, variant_key
 from imagepipe.storage.catalog import Catalog
 from imagepipe.storage.grants import READ, STAGING_PREFIX, WRITE, GrantSigner, staging_key
 from imagepipe.storage.limits import StorageLimits
+from imagepipe.storage.deliveries import DeliveryLedger
 
 log = logging.getLogger(__name__)
 
@@ -252,3 +253,15 @@ class ImageStore:
                                "not the declared {} bytes with {}".format(*actual, size, sha256))
         return key
 
+    # -- webhook deliveries (imagepipe.storage.deliveries) ----------------------
+
+    @property
+    def deliveries(self):
+        return DeliveryLedger(self.catalog.engine, self.catalog.clock)
+
+    def claim_delivery(self, image_id, url, outcome, attempt, lease_seconds):
+        return self.deliveries.claim(check_image_id(image_id), url, outcome, int(attempt),
+                                     float(lease_seconds))
+
+    def finish_delivery(self, image_id, url, outcome, attempt, state):
+        self.deliveries.finish(check_image_id(image_id), url, outcome, int(attempt), state)
