@@ -76,6 +76,12 @@ class CallbackUrlForbidden(BadRequest):
     code = "callback_url_forbidden"
 
 
+class InvalidFocus(BadRequest):
+    """An upload's ``focus`` that is not two fractions ``x,y`` from 0 to 1."""
+
+    code = "invalid_focus"
+
+
 # Permanent errors: retrying the same bytes can never succeed.
 PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
 

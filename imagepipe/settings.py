@@ -30,6 +30,10 @@ class Settings:
     render_timeout: float = 60.0
     render_memory_mb: int = 1024
     render_nice: int = 10
+    # animated presets: above any cap the renditions show the first frame
+    # (imagepipe.rendering.animation.Limits, as a dict for the render workers)
+    animation_limits: dict = field(default_factory=lambda: {
+        "max_frames": 300, "max_seconds": 60.0, "max_pixels": 25_000_000})
     api_keys: tuple = field(default=(), repr=False)
     # live status streams (GET /images/<id>/events)
     live_recheck_interval: float = 15.0
@@ -74,6 +78,7 @@ class Settings:
             render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
                             else cls.render_nice),
             api_keys=tuple(as_list(config.get("API_KEYS"), ())),
+            animation_limits=_animation_limits(config),
             live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
                                            cls.live_recheck_interval),
             live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",
@@ -86,6 +91,18 @@ class Settings:
             metrics_address=parse_metrics_address(config.get("METRICS_ADDRESS")),
             **_webhook_settings(config),
         )
+
+
+def _animation_limits(config):
+    defaults = Settings().animation_limits
+    return {
+        "max_frames": positive_int(config.get("ANIMATION_MAX_FRAMES"), "ANIMATION_MAX_FRAMES",
+                                   defaults["max_frames"]),
+        "max_seconds": positive(config.get("ANIMATION_MAX_SECONDS"), "ANIMATION_MAX_SECONDS",
+                                defaults["max_seconds"]),
+        "max_pixels": positive_int(config.get("ANIMATION_MAX_PIXELS"), "ANIMATION_MAX_PIXELS",
+                                   defaults["max_pixels"]),
+    }
 
 
 QUEUE_TYPES = ("classic", "quorum")

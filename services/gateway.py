@@ -10,11 +10,13 @@ import kombu
 from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
 
-from imagepipe.errors import BadRequest, NotFound
-from imagepipe.ids import check_image_id, check_preset_name
+from imagepipe.errors import BadRequest
+from imagepipe.ids import check_image_id
 from imagepipe.records import FINISHED, PENDING
+from imagepipe.rendering.focus import focus_from
 from imagepipe.rendering.probe import probe
 from imagepipe.web import api
+from imagepipe.web.negotiation import negotiate
 from imagepipe.web.openapi import openapi_spec
 from imagepipe.web.page import PAGE, security_headers, web_assets
 from imagepipe.web.uploads import read_upload
@@ -47,10 +49,11 @@ class GatewayService:
     def upload(self, request):
         data, fields = read_upload(request, self.config.max_upload_bytes)
         callback_url = callback_url_from(request.args, fields)
+        focus = focus_from(request.args, fields)
         if callback_url:
             self.callback_urls.check(callback_url)  # SSRF rule: refused before anything is stored
         info = probe(data, self.config.allowed_formats, self.config.max_pixels)
-        record, _created = self.storage.put_original(data, asdict(info), callback_url)
+        record, _created = self.storage.put_original(data, dict(asdict(info), focus=focus), callback_url)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash
         # redelivers the first, and the storage sweeper heals a lost one.
@@ -76,19 +79,20 @@ class GatewayService:
     @http("GET", "/images/<image_id>/<name>")
     def image_bytes(self, request, image_id, name):
         record = self.storage.get_image(check_image_id(image_id))
+        headers = {"Cache-Control": LONG_LIVED, "X-Content-Type-Options": "nosniff"}
         if name == ORIGINAL:
-            meta, cache = record["original"], IMMUTABLE
+            meta, headers["Cache-Control"] = record["original"], IMMUTABLE
         else:
-            meta, cache = record["variants"].get(check_preset_name(name)), LONG_LIVED
-            if meta is None:
-                raise NotFound("image {} has no rendition {!r}".format(image_id, name))
-        headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+            preset, fmt, meta, negotiated = negotiate(record, name, request.headers.get("Accept"))
+            if negotiated:
+                headers["Vary"] = "Accept"
+                headers["Content-Location"] = api.rendition_url(image_id, preset, fmt)
         if meta["sha256"] in request.if_none_match:
             # revalidation: answer before fetching the bytes from storage
             response = Response(status=304, headers=headers)
         else:
             data = (self.storage.get_original(image_id) if name == ORIGINAL
-                    else self.storage.get_variant(image_id, name)[0])
+                    else self.storage.get_variant(image_id, preset, fmt)[0])
             response = Response(data, mimetype=meta["mime_type"], headers=headers)
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)

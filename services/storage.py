@@ -39,8 +39,8 @@ class StorageService:
         return self.store.get_original(image_id)
 
     @rpc
-    def get_variant(self, image_id, preset):
-        return self.store.get_variant(image_id, preset)
+    def get_variant(self, image_id, preset, fmt=None):
+        return self.store.get_variant(image_id, preset, fmt)
 
     # An imaging job's two round trips, and its way out when it gives up.
     @rpc

@@ -49,28 +49,53 @@ def process_image(job, storage, render, settings):
 
     wanted = [
         preset for preset in settings.presets
-        if reprocess or preset.name not in record["variants"]
+        if reprocess or _missing_formats(preset, record["variants"])
     ]
     render_seconds = {}
     stored = []
     if wanted:
         try:
-            renditions = render(claimed["original"], wanted)
+            renditions = render(claimed["original"], wanted, **render_options(record))
         except PERMANENT_IMAGE_ERRORS as exc:
             record = storage.finish(image_id, FAILED, exc.message)
             return _outcome(record, changed=True, started=started)
+        ranks = {preset.name: preset.formats for preset in wanted}
         for rendition in renditions:
-            render_seconds[rendition.preset] = round(rendition.seconds, 4)
+            render_seconds[rendition.preset] = round(
+                render_seconds.get(rendition.preset, 0) + rendition.seconds, 4)
             stored.append({"preset": rendition.preset, "data": rendition.data, "meta": {
                 "format": rendition.format,
                 "mime_type": rendition.mime_type,
                 "width": rendition.width,
                 "height": rendition.height,
+                **rendition_extras(rendition, ranks[rendition.preset]),
             }})
 
     record = storage.complete(image_id, stored, reprocess)
     return _outcome(record, changed=was_unfinished or reprocess, started=started,
                     rendered=[preset.name for preset in wanted], render_seconds=render_seconds)
+
+
+def _missing_formats(preset, variants):
+    stored = variants.get(preset.name, {}).get("formats", {})
+    return [fmt for fmt in preset.formats if fmt not in stored]
+
+
+def render_options(record):
+    """What the render worker needs from the record besides the bytes: the upload's focal point."""
+    return {"focus": tuple(record["focus"])} if record.get("focus") else {}
+
+
+def rendition_extras(rendition, formats):
+    """Catalog fields of a rendition beyond its size and type."""
+    return {
+        # an animated JPEG preset's WebP takes the JPEG's place
+        "rank": formats.index(rendition.format) if rendition.format in formats else 0,
+        "placeholder": rendition.placeholder,
+        "color": rendition.color,
+        "focus": list(rendition.focus) if rendition.focus else None,
+        "frames": rendition.frames,
+    }
 
 
 def _outcome(record, changed, started, rendered=(), render_seconds=None):

@@ -42,12 +42,15 @@ class RenderPool:
         for _ in range(size):
             self._idle.put(None)  # a slot; the process starts on first use
 
-    def render(self, data, presets):
+    def render(self, data, presets, **options):
+        """``render.render(data, presets, **options)`` in a worker; ``options``
+        (e.g. ``focus``) add to the pool's own ``render_kwargs``."""
         worker = self._idle.get()
         try:
             if worker is None or not worker.alive:
                 worker = self._spawn()
-            return worker.call(("render", data, list(presets), self.render_kwargs), self.timeout)
+            kwargs = dict(self.render_kwargs, **options)
+            return worker.call(("render", data, list(presets), kwargs), self.timeout)
         except WorkerLost as exc:
             self._retire(worker)
             worker = None

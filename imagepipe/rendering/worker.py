@@ -11,6 +11,7 @@ import resource
 import sys
 
 from imagepipe.rendering.pool import HEADER
+from imagepipe.rendering.probe import apply_pillow_policy
 from imagepipe.rendering.render import render
 
 
@@ -49,6 +50,9 @@ def serve(stdin, stdout):
 
 
 def main():
+    # Plugins (pillow-heif maps libheif and its codecs) load before the limit,
+    # which is measured from what is mapped then.
+    apply_pillow_policy()
     _limit_memory(int(sys.argv[1]))
     # Rendering yields the CPU to the gateway and storage on the same host,
     # so uploads are answered at once even while every core renders.

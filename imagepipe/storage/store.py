@@ -1,7 +1,7 @@
 """The storage service's model: blobs plus the catalog that describes them.
 
 Every write is idempotent.  An original is keyed by its content hash; a
-rendition by (image, preset).  Writing what is already there is a no-op, so a
+rendition by (image, preset, format).  Writing what is already there is a no-op, so a
 job delivered twice writes each rendition once.
 """
 import logging
@@ -9,7 +9,7 @@ import logging
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
 from imagepipe.records import FINISHED
-from imagepipe.storage.blobs import open_blob_store, original_key, variant_key
+from imagepipe.storage.blobs import open_blob_store, original_key, stored_variant_key, variant_key
 from imagepipe.storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,13 @@ class ImageStore:
         kept unless ``replace``, so a redelivered job may call it again.
         """
         existing = self.get_image(check_image_id(image_id))["variants"]
-        written = {}
+        written = []
         for rendition in renditions:
             preset, data = rendition["preset"], rendition["data"]
             self._check_rendition(preset, data)
-            if replace or preset not in existing:
-                written[preset] = self._put_variant_blob(image_id, preset, data, rendition["meta"])
+            stored_formats = existing.get(preset, {}).get("formats", {})
+            if replace or rendition["meta"]["format"] not in stored_formats:
+                written.append((preset, self._put_variant_blob(image_id, preset, data, rendition["meta"])))
         return self.catalog.complete(image_id, written, replace)
 
     @staticmethod
@@ -97,17 +98,21 @@ class ImageStore:
     def _put_variant_blob(self, image_id, preset, data, meta):
         """Write the blob; return the catalog's meta for it."""
         meta = dict(meta, bytes=len(data), sha256=content_sha256(data))
-        self.blobs.put(variant_key(image_id, preset), data, meta["mime_type"], meta["sha256"])
+        key = variant_key(image_id, preset, meta["format"])
+        self.blobs.put(key, data, meta["mime_type"], meta["sha256"])
         return meta
 
-    def get_variant(self, image_id, preset):
-        """Return ``(bytes, variant record)``."""
+    def get_variant(self, image_id, preset, fmt=None):
+        """Return ``(bytes, variant record)`` of the preset's ``fmt`` (None: its preferred one)."""
         record = self.get_image(image_id)
         check_preset_name(preset)
         variant = record["variants"].get(preset)
+        if variant is not None and fmt is not None:
+            variant = variant["formats"].get(fmt)
         if variant is None:
-            raise NotFound("image {} has no rendition {!r}".format(image_id, preset))
-        return self.blobs.get(variant_key(image_id, preset)), variant
+            raise NotFound("image {} has no rendition {!r}{}".format(
+                image_id, preset, " in {}".format(str(fmt)[:20]) if fmt else ""))
+        return self.blobs.get(stored_variant_key(image_id, preset, variant)), variant
 
     def stalled_image_ids(self, older_than, limit=100):
         return self.catalog.stalled_image_ids(older_than, limit)

@@ -74,7 +74,8 @@ class Renderer(DependencyProvider):
         self.pool = RenderPool(
             size=settings.render_workers, timeout=settings.render_timeout,
             memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
-            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels})
+            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels,
+                           "animation_limits": settings.animation_limits})
 
     def stop(self):
         self.pool.close()
