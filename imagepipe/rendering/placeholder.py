@@ -78,8 +78,8 @@ def thumbhash(rgba):
         avg = [value / total_alpha for value in avg]
     has_alpha = total_alpha < count
     l_limit = 5 if has_alpha else 7
-    lx = max(1, round(l_limit * w / max(w, h)))
-    ly = max(1, round(l_limit * h / max(w, h)))
+    lx = max(1, _js_round(l_limit * w / max(w, h)))
+    ly = max(1, _js_round(l_limit * h / max(w, h)))
 
     # RGBA -> LPQA, composited over the average colour
     l_chan, p_chan, q_chan = [], [], []
@@ -95,22 +95,22 @@ def thumbhash(rgba):
     p_dc, p_ac, p_scale = _encode_channel(p_chan, w, h, 3, 3)
     q_dc, q_ac, q_scale = _encode_channel(q_chan, w, h, 3, 3)
     landscape = w > h
-    header24 = (round(63 * l_dc) | round(31.5 + 31.5 * p_dc) << 6
-                | round(31.5 + 31.5 * q_dc) << 12 | round(31 * l_scale) << 18
+    header24 = (_js_round(63 * l_dc) | _js_round(31.5 + 31.5 * p_dc) << 6
+                | _js_round(31.5 + 31.5 * q_dc) << 12 | _js_round(31 * l_scale) << 18
                 | int(has_alpha) << 23)
-    header16 = ((ly if landscape else lx) | round(63 * p_scale) << 3
-                | round(63 * q_scale) << 9 | int(landscape) << 15)
+    header16 = ((ly if landscape else lx) | _js_round(63 * p_scale) << 3
+                | _js_round(63 * q_scale) << 9 | int(landscape) << 15)
     out = bytearray([header24 & 255, (header24 >> 8) & 255, header24 >> 16,
                      header16 & 255, header16 >> 8])
     factors = l_ac + p_ac + q_ac
     if has_alpha:
         a_dc, a_ac, a_scale = _encode_channel(alpha, w, h, 5, 5)
-        out.append(round(15 * a_dc) | round(15 * a_scale) << 4)
+        out.append(_js_round(15 * a_dc) | _js_round(15 * a_scale) << 4)
         factors += a_ac
     start = len(out)
     out.extend(bytes((len(factors) + 1) // 2))
     for index, factor in enumerate(factors):
-        out[start + (index >> 1)] |= round(15 * factor) << ((index & 1) << 2)
+        out[start + (index >> 1)] |= _js_round(15 * factor) << ((index & 1) << 2)
     return bytes(out)
 
 
@@ -176,8 +176,8 @@ def thumbhash_to_rgba(hash_bytes):
     q_ac = factors(3, 3, q_scale * 1.25)
     a_ac = factors(5, 5, a_scale) if has_alpha else []
     ratio = approximate_aspect_ratio(hash_bytes)
-    w = round(32 if ratio > 1 else 32 * ratio)
-    h = round(32 / ratio if ratio > 1 else 32)
+    w = _js_round(32 if ratio > 1 else 32 * ratio)
+    h = _js_round(32 / ratio if ratio > 1 else 32)
     out = bytearray()
     for y in range(h):
         for x in range(w):
@@ -190,8 +190,13 @@ def thumbhash_to_rgba(hash_bytes):
             b = l - 2 / 3 * p
             r = (3 * l - b + q) / 2
             g = r - q
-            out.extend(max(0, round(255 * min(1, value))) for value in (r, g, b, a))
+            out.extend(max(0, _js_round(255 * min(1, value))) for value in (r, g, b, a))
     return w, h, bytes(out)
+
+
+def _js_round(value):
+    """JavaScript's Math.round (halves up), as the reference and the page use; not banker's."""
+    return math.floor(value + 0.5)
 
 
 def approximate_aspect_ratio(hash_bytes):
