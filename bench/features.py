@@ -4,10 +4,10 @@
 seeded photo-like 2 MP JPEG (bench.images) and the corpus's animated files.
 """
 import io
-import time
 
 from PIL import Image
 
+from bench.costs import _timed
 from bench.images import photo_like
 from imagepipe.rendering.focus import auto_focus
 from imagepipe.rendering.placeholder import placeholder_for
@@ -17,12 +17,7 @@ from tests.corpus import read
 
 
 def best_ms(func, repeat=5):
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        func()
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
+    return _timed(func, repeat) * 1000
 
 
 def main():
