@@ -107,7 +107,7 @@ def test_upload_process_download_on_every_backend(backend, pipeline, web):
     shard = image_id[:2]
     assert backend.blob_keys() == sorted(
         ["originals/{}/{}".format(shard, image_id)]
-        + ["variants/{}/{}/{}".format(shard, image_id, preset) for preset in expected_sizes])
+        + ["variants/{}/{}/{}.webp".format(shard, image_id, preset) for preset in expected_sizes])
     if backend.uses_s3:
         assert_objects_carry_type_and_checksum(backend, image_id, data, downloads)
         # no blob under STORAGE_ROOT; at most the SQLite catalog
@@ -122,7 +122,7 @@ def assert_objects_carry_type_and_checksum(backend, image_id, original, renditio
     client = backend.s3_server.client()
     shard = image_id[:2]
     expected = {"originals/{}/{}".format(shard, image_id): ("image/jpeg", original)}
-    expected.update({"variants/{}/{}/{}".format(shard, image_id, preset): ("image/webp", data)
+    expected.update({"variants/{}/{}/{}.webp".format(shard, image_id, preset): ("image/webp", data)
                      for preset, data in renditions.items()})
     for key, (content_type, data) in expected.items():
         head = client.head_object(Bucket=backend.bucket, Key=PREFIX + "/" + key)

@@ -1,7 +1,8 @@
 """Every file of Pillow's corpus through the real HTTP endpoint and services.
 
 Expectations from MANIFEST.tsv: `valid` files in an allowed format end `done`
-(other valid formats are refused with 415, a documented reason); `invalid`,
+(HEIF among them, through pillow-heif: tests/corpus.py; other valid formats
+are refused with 415, a documented reason); `invalid`,
 `bomb` and `fuzz` files are refused at upload or end `failed` -- except fuzz
 reproducers that Pillow itself now decodes fine (pillow_outcome `ok`).
 No file may produce a 5xx, hang, or take a service down.
@@ -10,7 +11,7 @@ import collections
 import resource
 
 from imagepipe.rendering.presets import DEFAULT_FORMATS
-from tests.corpus import manifest, read
+from tests.corpus import expected_format, manifest, read
 from tests.helpers import make_jpeg, wait_for_status
 
 REFUSALS = {400, 413, 415, 422}
@@ -18,10 +19,6 @@ REFUSALS = {400, 413, 415, 422}
 # after the primary image's end, dropped at upload): an MPO whose broken part
 # is only a later picture is stored as the sound JPEG it starts with.
 SOUND_ONCE_STRIPPED = {"sugarshack_no_data.mpo"}
-
-
-def expected_format(row):
-    return "JPEG" if row["format_expected"] == "MPO" else row["format_expected"]
 
 
 def outcome_of(web, row):

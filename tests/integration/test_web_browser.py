@@ -12,6 +12,7 @@ can only turn ``done``/``failed`` through the page's live status streams.
 few more images) instead of a temporary folder: that is how the README's
 screenshot is made.
 """
+import base64
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ import eventlet
 import pytest
 from PIL import Image
 
+from imagepipe.rendering.placeholder import thumbhash_to_rgba
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
@@ -67,6 +69,23 @@ class PageDriver:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def check_placeholder(card, thumb):
+    """The card painted the status's ThumbHash and colour, before the thumbnail loaded."""
+    width, height, rgba = thumbhash_to_rgba(base64.b64decode(thumb["placeholder"]))
+    painted = card["placeholder"]
+    assert painted["size"] == [width, height], card["id"]
+    # the page's decoder (app.js) and Python's agree pixel for pixel, within
+    # rounding (a canvas keeps colours premultiplied by alpha)
+    for at in range(0, len(rgba), 4):
+        page_pixel, python_pixel = painted["rgba"][at:at + 4], rgba[at:at + 4]
+        assert abs(page_pixel[3] - python_pixel[3]) <= 1, (card["id"], at)
+        for page_value, python_value in zip(page_pixel[:3], python_pixel[:3]):
+            assert abs(page_value - python_value) * python_pixel[3] / 255 <= 2, (card["id"], at)
+    assert card["thumb_loaded_at"] and painted["painted_at"] <= card["thumb_loaded_at"], card
+    red, green, blue = (int(thumb["color"][i:i + 2], 16) for i in (1, 3, 5))
+    assert card["background"] == "rgb({}, {}, {})".format(red, green, blue)
 
 
 @pytest.mark.parametrize("api_key", [None, KEY], ids=["no-keys", "api-key"])
@@ -115,6 +134,7 @@ def test_upload_watch_and_inspect_in_a_real_browser(
             thumb = status["variants"]["thumb"]
             assert card["thumb"] == [thumb["width"], thumb["height"]], (name, card)
             assert card["thumb_src"].startswith("blob:" if api_key else "/images/")
+            check_placeholder(card, thumb)
         else:
             assert card["error"] == status["error"] and status["error"], (name, card)
     assert cards[ids["flower.jpg"]]["status"] == "done"
@@ -128,6 +148,13 @@ def test_upload_watch_and_inspect_in_a_real_browser(
     for row, (name, info) in zip(details["rows"], expected_rows):
         dimensions = "{} × {}".format(info["width"], info["height"])
         assert row["cells"][:3] == [name, info["format"].upper(), dimensions]
+
+    # the preview is a <picture> whose srcset spans the contain renditions
+    assert details["preview_src"].startswith("blob:" if api_key else base_url + "/images/")
+    if not api_key:
+        assert details["preview_srcset"] == ", ".join(
+            "{} {}w".format(flower["variants"][name]["formats"]["webp"]["url"],
+                            flower["variants"][name]["width"]) for name in ("thumb", "medium"))
 
     for path in finished["screenshots"].values():
         with Image.open(path) as shot:
