@@ -62,14 +62,15 @@ def test_nameko_shell_calls_storage_and_redispatches(pipeline, web, pipeline_con
 def test_duplicate_event_writes_nothing_twice(pipeline, web, pipeline_config):
     from nameko.standalone.events import event_dispatcher
 
-    image_id = upload(web, make_jpeg(500, 500, color=(5, 200, 5)))
+    imaging = get_container(pipeline, ImagingService)
+    with entrypoint_waiter(imaging, JOB_HANDLER, timeout=30):  # the upload's own job, all through
+        image_id = upload(web, make_jpeg(500, 500, color=(5, 200, 5)))
     done = wait_for_status(web, image_id)
     dispatch = event_dispatcher(pipeline_config)
     unknown = "0" * 32
     # wait until imaging has handled all four jobs, however late a duplicate comes
     every_job = jobs_handled(4, {image_id, unknown})
-    with entrypoint_waiter(get_container(pipeline, ImagingService), JOB_HANDLER,
-                           callback=every_job, timeout=30):
+    with entrypoint_waiter(imaging, JOB_HANDLER, callback=every_job, timeout=30):
         for _ in range(3):
             dispatch("gateway", "image_uploaded", {"id": image_id})
         dispatch("gateway", "image_uploaded", {"id": unknown})  # unknown: dead-lettered
