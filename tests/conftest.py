@@ -16,13 +16,17 @@ from harness.processes import free_port
 from tests import corpus
 from tests.helpers import WebSession, load_config
 
+CORPUS_TESTS = pytest.StashKey[int]()  # how many collected tests read the corpus
+
 
 def running_in_ci():
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def pytest_collection_modifyitems(config, items):
-    config.stash[CORPUS_TESTS] = sum(1 for item in items if item.get_closest_marker("corpus"))
+def pytest_collection_finish(session):
+    # after -m/-k deselection: the tests that will really be run
+    session.config.stash[CORPUS_TESTS] = sum(
+        1 for item in session.items if item.get_closest_marker("corpus"))
 
 
 def pytest_runtest_setup(item):
@@ -49,9 +53,6 @@ def pytest_terminal_summary(terminalreporter, config):
     verdict = "FAILED (CI=true)" if running_in_ci() else "NOT RUN (skipped)"
     terminalreporter.write_line("{} corpus tests {}: {}".format(count, verdict, reason), yellow=True)
     terminalreporter.write_line("to run them: " + corpus.HOW_TO_GET_IT)
-
-
-CORPUS_TESTS = pytest.StashKey[int]()
 
 
 @pytest.fixture
