@@ -7,15 +7,13 @@ With S3, no blob may land under STORAGE_ROOT -- and with S3 + PostgreSQL,
 nothing at all: such a storage process keeps nothing local and can be
 replaced or run several times over.
 """
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from imagepipe.ids import content_sha256
-from tests.helpers import ScratchDatabase, make_jpeg, wait_for_status
+from tests.helpers import ScratchDatabase, decode, make_jpeg, wait_for_status
 
 PREFIX = "pipeline/blobs"
 
@@ -76,12 +74,6 @@ def pipeline_config(pipeline_config, backend):
     pipeline_config.update(backend.config)
     pipeline_config["STORAGE_ROOT"] = str(backend.storage_root)
     return pipeline_config
-
-
-def decode(data):
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def test_upload_process_download_on_every_backend(backend, pipeline, web):

@@ -8,9 +8,10 @@ eventlet.
 Imaging starts only after the page shows the uploads as pending, so the cards
 can only turn ``done``/``failed`` through the page's live status streams.
 
-``WEB_SCREENSHOT_DIR=docs/screenshots`` writes the screenshots there (with a
-few more images) instead of a temporary folder: that is how the README's
-screenshot is made.
+The uploads are made with Pillow (tests/samples.py).
+``WEB_SCREENSHOT_DIR=docs/screenshots`` writes the screenshots there instead
+of a temporary folder, uploading photos from the real-world image corpus
+(tests/corpus.py) instead: that is how the README's screenshot is made.
 """
 import base64
 import json
@@ -27,14 +28,28 @@ from imagepipe.rendering.placeholder import thumbhash_to_rgba
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
+from tests import samples
 from tests.browser.page_driver import CHROMIUM, image_id
 from tests.corpus import corpus_dir
 from tests.helpers import REPO_ROOT
 
 KEY = "browser-test-key"
-# a photo, a transparent PNG, and a JPEG whose pixel data is cut short
-FILES = ["flower.jpg", "transparent.png", "truncated_jpeg.jpg"]
-MORE_FOR_DOCS = ["xmp_test.jpg", "chi.gif", "lossless1.webp", "hopper.jpg"]
+# the README's screenshot: real photos (and the same three kinds of file as below)
+DOCS_FILES = ["flower.jpg", "transparent.png", "truncated_jpeg.jpg",
+              "xmp_test.jpg", "chi.gif", "lossless1.webp", "hopper.jpg"]
+
+
+def write_uploads(folder):
+    """A photo-like JPEG, a transparent PNG, and a JPEG whose pixel data is cut short."""
+    folder.mkdir()
+    contents = {
+        "photo.jpg": samples.encode(samples.saturated((640, 480)), "JPEG", quality=90),
+        "transparent.png": samples.encode(samples.transparent_rgba((320, 240)), "PNG"),
+        "truncated.jpg": samples.truncated(samples.encode(samples.picture((800, 600)), "JPEG")),
+    }
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    return [folder / name for name in contents], "photo.jpg", "truncated.jpg"
 
 
 class PageDriver:
@@ -94,20 +109,19 @@ def test_upload_watch_and_inspect_in_a_real_browser(
     assert Path(CHROMIUM).is_file(), (
         "{} is missing: the browser test needs Debian's chromium "
         "(apt-get install chromium, or set CHROMIUM; make test installs it)".format(CHROMIUM))
-    names = list(FILES)
     screenshot_dir = tmp_path
+    files, photo, broken = write_uploads(tmp_path / "uploads")
     if os.environ.get("WEB_SCREENSHOT_DIR") and not api_key:
         screenshot_dir = Path(os.environ["WEB_SCREENSHOT_DIR"]).resolve()
         screenshot_dir.mkdir(parents=True, exist_ok=True)
-        names += MORE_FOR_DOCS
+        files, photo, broken = [corpus_dir() / name for name in DOCS_FILES], "flower.jpg", "truncated_jpeg.jpg"
     if api_key:
         pipeline_config["API_KEYS"] = api_key
         web.headers["Authorization"] = "Bearer " + api_key
-    files = [corpus_dir() / name for name in names]
-    ids = {name: image_id(path, api_key) for name, path in zip(names, files)}
+    ids = {path.name: image_id(path, api_key) for path in files}
 
     runner_factory(pipeline_config, GatewayService, StorageService).start()
-    driver = PageDriver(base_url, files, screenshot_dir, ids["flower.jpg"], api_key)
+    driver = PageDriver(base_url, files, screenshot_dir, ids[photo], api_key)
     try:
         uploaded = driver.read()
         if api_key:
@@ -137,10 +151,10 @@ def test_upload_watch_and_inspect_in_a_real_browser(
             check_placeholder(card, thumb)
         else:
             assert card["error"] == status["error"] and status["error"], (name, card)
-    assert cards[ids["flower.jpg"]]["status"] == "done"
-    assert cards[ids["truncated_jpeg.jpg"]]["status"] == "failed"
+    assert cards[ids[photo]]["status"] == "done"
+    assert cards[ids[broken]]["status"] == "failed"
 
-    flower = web.get("/images/" + ids["flower.jpg"]).json()
+    flower = web.get("/images/" + ids[photo]).json()
     details = finished["details"]
     assert details["title"] == flower["id"]
     expected_rows = [("original", flower["original"])] + sorted(flower["variants"].items())

@@ -1,4 +1,9 @@
-"""ImageStore, Catalog and FileBlobStore on a real SQLite file and real files."""
+"""ImageStore, Catalog and FileBlobStore on real files and a real catalog.
+
+The catalog tests run twice: on a SQLite file and on a scratch PostgreSQL
+database (marker ``postgres``; TEST_POSTGRES_URL) -- the same Alembic
+migrations and SQL serve both.
+"""
 import os
 
 import pytest
@@ -9,22 +14,26 @@ from imagepipe.storage.catalog import Catalog
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import content_sha256, image_id_for
 from imagepipe.storage.store import ImageStore
+from tests.helpers import ORIGINAL_INFO as INFO
+from tests.helpers import RENDITION_META as META
+from tests.helpers import ScratchDatabase
 
-INFO = {"format": "JPEG", "mime_type": "image/jpeg", "width": 10, "height": 5, "frames": 1}
-META = {"format": "webp", "mime_type": "image/webp", "width": 4, "height": 2}
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_url(request, tmp_path):
+    """An empty catalog database: a SQLite file, or a PostgreSQL database made for the test."""
+    if request.param == "sqlite":
+        yield "sqlite:///{}".format(tmp_path / "catalog.sqlite3")
+        return
+    with ScratchDatabase() as database:
+        yield database.url
 
 
 @pytest.fixture
-def store(tmp_path):
-    return ImageStore(
-        FileBlobStore(tmp_path / "blobs"),
-        Catalog.from_url("sqlite:///{}".format(tmp_path / "catalog.sqlite3")),
-    )
-
-
-@pytest.fixture
-def catalog_url(tmp_path):
-    return "sqlite:///{}".format(tmp_path / "migrated.sqlite3")
+def store(tmp_path, catalog_url):
+    catalog = Catalog.from_url(catalog_url)
+    yield ImageStore(FileBlobStore(tmp_path / "blobs"), catalog)
+    catalog.engine.dispose()
 
 
 def test_id_derives_from_content_and_duplicates_are_stored_once(store, tmp_path):
