@@ -92,7 +92,7 @@ class ImageStore:
             except InsufficientStorage:
                 self.blobs.delete(staged)
                 raise
-            self.blobs.promote(staged, key, info["mime_type"], sha256)
+            self.blobs.promote(staged, key, info["mime_type"], sha256, size)
         return self.catalog.add_image(image_id, sha256, info, size, callback_url, tenant)
 
     def check_room(self, size, tenant=None):
@@ -207,7 +207,7 @@ class ImageStore:
             self.blobs.delete(staged)
             return None
         self.blobs.promote(staged, variant_key(image_id, preset, meta["format"]), meta["mime_type"],
-                           rendition["sha256"])
+                           rendition["sha256"], rendition["bytes"])
         return dict(meta, bytes=rendition["bytes"], sha256=rendition["sha256"])
 
     def get_variant(self, image_id, preset, fmt=None, tenant=None):
