@@ -25,6 +25,8 @@ def as_list(value, default=()):
         return list(default)
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (int, float)):  # one value: "${JOB_RETRY_DELAYS:...}" set to "5"
+        return [value]
     return list(value)
 
 

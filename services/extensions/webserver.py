@@ -28,6 +28,7 @@ import errno
 import json
 import logging
 import socket
+import struct
 import time
 from functools import partial
 from http import HTTPStatus
@@ -159,18 +160,30 @@ BARE_EVENTLET_ERRORS = {
 }
 
 
-class _JsonBareErrors:
-    """Wraps the connection's write side, turning eventlet's bare errors into JSON."""
+class _ResponseWriter:
+    """The connection's write side: eventlet's bare errors become JSON, and a client
+    that stops reading is noticed (``stalled``)."""
 
     def __init__(self, wfile):
         self._wfile = wfile
+        self.stalled = False
 
     def write(self, data):
         for first_line, (status_line, code, message) in BARE_EVENTLET_ERRORS.items():
             if data.startswith(first_line):
                 data = raw_json_error(status_line, code, message)
                 break
-        return self._wfile.write(data)
+        return self._noting_stalls(self._wfile.write, data)
+
+    def writelines(self, lines):
+        return self._noting_stalls(self._wfile.writelines, lines)
+
+    def _noting_stalls(self, write, data):
+        try:
+            return write(data)
+        except socket.timeout:
+            self.stalled = True
+            raise
 
     def __getattr__(self, name):
         return getattr(self._wfile, name)
@@ -188,30 +201,35 @@ class JsonProtocol(HttpOnlyProtocol):
 
     def setup(self):
         super().setup()
-        self.wfile = _JsonBareErrors(self.wfile)
+        self.wfile = _ResponseWriter(self.wfile)
 
     def handle_one_request(self):
         limits = self.server.limits
         # armed before the request line: idle keep-alive time counts too
         self._header_timer = eventlet.Timeout(
             limits.keepalive_timeout + limits.header_timeout, HeaderTimeout())
+        self._headers_read = False
         try:
             super().handle_one_request()
-        except HeaderTimeout:
-            self._refuse("408 Request Timeout", "request_timeout",
-                         "the request line and headers did not arrive within {:g} s".format(
-                             limits.header_timeout))
-        except (SlowReader, TooSlow, socket.timeout):
+        except (HeaderTimeout, socket.timeout) as exc:
+            if isinstance(exc, HeaderTimeout) or not self._headers_read:
+                self._refuse("408 Request Timeout", "request_timeout",
+                             "the request line and headers did not arrive within {:g} s".format(
+                                 limits.header_timeout))
+            self.close_connection = 1
+        except (SlowReader, TooSlow):
             self.close_connection = 1  # mid-response: nothing sensible can be written
         finally:
             self._header_timer.cancel()
 
     def parse_request(self):
         try:
-            return super().parse_request()
+            parsed = super().parse_request()
         finally:
-            # the headers are in; the body and the answer have their own limits
+            # the body and the answer have their own limits
             self._header_timer.cancel()
+        self._headers_read = True
+        return parsed
 
     def _read_request_line(self):
         try:
@@ -230,6 +248,33 @@ class JsonProtocol(HttpOnlyProtocol):
         status = HTTPStatus(code)
         self._refuse("{} {}".format(status.value, status.phrase),
                      status.phrase.lower().replace(" ", "_"), message or status.description)
+
+    def finish(self):
+        if self.wfile.stalled:
+            # The client stopped reading: abort.  A graceful close would leave
+            # what is still unsent in the kernel's buffers for as long as the
+            # client keeps its window shut.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        try:
+            super().finish()
+        except (Exception, eventlet.Timeout):
+            # flushing to a client that stopped reading timed out: drop it at once
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        finally:
+            # http.server skips closing the reader and writer when the client
+            # is gone (a broken pipe while flushing); they hold the socket, so
+            # without this its descriptor stays until the garbage collector
+            # finds them (a status stream whose client left, for one)
+            for stream in (self.wfile, self.rfile):
+                try:
+                    stream.close()
+                except (Exception, eventlet.Timeout):
+                    pass
+            self.connection.close()
 
     def _refuse(self, status_line, code, message):
         self.close_connection = 1

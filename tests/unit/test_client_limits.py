@@ -85,3 +85,9 @@ def test_a_trickle_is_cut_after_the_grace_period():
     with pytest.raises(TooSlow):
         reader.read(10)  # 6020 bytes in 20 s: below 1000 B/s over the 15 s after grace
     assert rate.seconds_for(50_000) == 55
+
+
+def test_a_list_setting_given_one_number_from_the_environment_is_a_list_of_one():
+    # YAML reads an environment value "5" as the number 5
+    settings = Settings.from_config({"JOB_RETRY_DELAYS": 5, "WEBHOOK_RETRY_DELAYS": 2.5})
+    assert (settings.job_retry_delays, settings.webhook_retry_delays) == ((5.0,), (2.5,))
