@@ -31,6 +31,9 @@ class Settings:
     render_memory_mb: int = 1024
     render_nice: int = 10
     api_keys: tuple = field(default=(), repr=False)
+    # signed, expiring URLs of image bytes (imagepipe.web.signedurls); empty: none
+    url_signing_secret: str = field(default="", repr=False)
+    url_signing_ttl: float = 3600.0
     # live status streams (GET /images/<id>/events)
     live_recheck_interval: float = 15.0
     live_max_seconds: float = 300.0
@@ -74,6 +77,9 @@ class Settings:
             render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
                             else cls.render_nice),
             api_keys=tuple(as_list(config.get("API_KEYS"), ())),
+            url_signing_secret=str(config.get("URL_SIGNING_SECRET") or ""),
+            url_signing_ttl=positive(config.get("URL_SIGNING_TTL"), "URL_SIGNING_TTL",
+                                     cls.url_signing_ttl),
             live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
                                            cls.live_recheck_interval),
             live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",

@@ -2,34 +2,34 @@
 
 An upload is sniffed (header only), handed to storage, announced with an
 ``image_uploaded`` event and answered with 202 -- no pixel is decoded here.
-Everything else is a read through storage.
+A delete is storage's too.  Everything else is a read through storage.
 """
+import time
 from dataclasses import asdict
 
 import kombu
 from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
 
-from imagepipe.errors import BadRequest, NotFound
+from imagepipe.errors import BadRequest
 from imagepipe.ids import check_image_id, check_preset_name
 from imagepipe.records import FINISHED, PENDING
 from imagepipe.rendering.probe import probe
 from imagepipe.web import api
+from imagepipe.web.caching import cache_control, current_version_location
 from imagepipe.web.openapi import openapi_spec
 from imagepipe.web.page import PAGE, security_headers, web_assets
+from imagepipe.web.signedurls import signer_for
 from imagepipe.web.uploads import read_upload
 from imagepipe.webhooks.urls import callback_url_from
 from services.extensions.events import JobDispatcher, event_subscriber
-from services.extensions.http import error_response, http, json_response
+from services.extensions.http import OPEN, SIGNATURE, error_response, http, json_response
 from services.extensions.live import LiveStatus
 from services.extensions.observability import LogContext, Metrics, exposition
 from services.extensions.providers import CallbackUrls, Config
 from services.extensions.rpc import StorageRpc
-from services.topology import JOB_EVENT, PROCESSED_EVENT, PROCESSED_SOURCE
-
-ORIGINAL = "original"
-IMMUTABLE = "public, max-age=31536000, immutable"
-LONG_LIVED = "public, max-age=31536000"
+from services.topology import (
+    DELETED_EVENT, DELETED_SOURCE, JOB_EVENT, PROCESSED_EVENT, PROCESSED_SOURCE)
 
 
 class GatewayService:
@@ -66,32 +66,51 @@ class GatewayService:
     def list_images(self, request):
         limit = parse_limit(request.args.get("limit"))
         page = self.storage.list_images(limit, request.args.get("cursor"))
-        return json_response(api.image_list(page, limit, self.config.public_url))
+        return json_response(api.image_list(page, limit, self.config.public_url,
+                                            signer_for(self.config)))
 
     @http("GET", "/images/<image_id>")
     def image_status(self, request, image_id):
         record = self.storage.get_image(check_image_id(image_id))
-        return json_response(api.image_status(record, self.config.public_url))
+        return json_response(api.image_status(record, self.config.public_url,
+                                              signer_for(self.config)))
 
-    @http("GET", "/images/<image_id>/<name>")
+    @http("DELETE", "/images/<image_id>")
+    def delete_image(self, request, image_id):
+        # erased everywhere before the answer; a second DELETE is a 404 like any unknown id
+        self.storage.delete_image(check_image_id(image_id))
+        return Response(status=204)
+
+    @http("GET", "/images/<image_id>/<name>", signed_urls=True)
     def image_bytes(self, request, image_id, name):
         record = self.storage.get_image(check_image_id(image_id))
-        if name == ORIGINAL:
-            meta, cache = record["original"], IMMUTABLE
-        else:
-            meta, cache = record["variants"].get(check_preset_name(name)), LONG_LIVED
-            if meta is None:
-                raise NotFound("image {} has no rendition {!r}".format(image_id, name))
-        headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+        if name != api.ORIGINAL:
+            check_preset_name(name)
+        meta = api.stored_rendition(record, name)
+        wanted = request.args.get(api.VERSION)
+        if name != api.ORIGINAL and wanted is not None and wanted != api.rendition_version(meta):
+            return self._current_version_redirect(request, image_id, name, meta)
+        headers = {"Cache-Control": cache_control(
+            immutable=name == api.ORIGINAL or wanted is not None,
+            shared=request.authorized_by in (OPEN, SIGNATURE),
+            valid_until=getattr(request, "signed_until", None), now=time.time()),
+            "X-Content-Type-Options": "nosniff"}
         if meta["sha256"] in request.if_none_match:
             # revalidation: answer before fetching the bytes from storage
             response = Response(status=304, headers=headers)
         else:
-            data = (self.storage.get_original(image_id) if name == ORIGINAL
+            data = (self.storage.get_original(image_id) if name == api.ORIGINAL
                     else self.storage.get_variant(image_id, name)[0])
             response = Response(data, mimetype=meta["mime_type"], headers=headers)
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)
+
+    def _current_version_redirect(self, request, image_id, name, meta):
+        """A stale ``?v=``: never other bytes under it, but a pointer to the current ones."""
+        location = current_version_location(
+            api.rendition_path(image_id, name), request.args.items(multi=True),
+            api.rendition_version(meta), self.config.public_url)
+        return Response(status=302, headers={"Location": location, "Cache-Control": "no-cache"})
 
     @http("GET", "/images/<image_id>/events")
     def image_events(self, request, image_id):
@@ -105,6 +124,11 @@ class GatewayService:
                       reliable_delivery=False)
     def image_processed(self, event):
         self.live.notify(event["id"])
+
+    @event_subscriber(DELETED_SOURCE, DELETED_EVENT, handler_type=BROADCAST,
+                      reliable_delivery=False)
+    def image_deleted(self, event):
+        self.live.notify(event["id"])  # its streams end
 
     @http("GET", "/health", public=True)
     def health(self, request):

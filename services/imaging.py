@@ -10,7 +10,7 @@ import logging
 
 from nameko.events import EventDispatcher
 
-from imagepipe.errors import PERMANENT_JOB_ERRORS, PipelineError, Unavailable
+from imagepipe.errors import ImageNotFound, PERMANENT_JOB_ERRORS, PipelineError, Unavailable
 from imagepipe.records import FAILED
 from imagepipe.rendering.job import process_image
 from services import topology
@@ -38,6 +38,11 @@ class ImagingService:
     def handle_image_uploaded(self, job):
         try:
             outcome = process_image(job, self.storage, self.render, self.config)
+        except ImageNotFound as exc:
+            # deleted (before or while this job ran): nothing may bring it back,
+            # and no retry or dead letter could do anything for it
+            log.info("image %s: %s; job dropped", job.get("id"), exc.message)
+            return
         except Exception as exc:
             self._retry_or_give_up(job, exc)
             return

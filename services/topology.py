@@ -11,11 +11,13 @@
                      (TTL, then back to imaging.jobs)    give up ──► imaging.dead-letters
 
     imaging ──image_processed──► imaging.events ──► webhooks.deliveries ──► webhooks
-                                        │                      ▲               │ fails
-                                        │   webhooks.deliveries.retry.<delay>s ◄──┘
-                                        │   (TTL, then back to webhooks.deliveries)
+                                        │                 ▲    ▲               │ fails
+                                        │                 │    webhooks.deliveries.retry.<delay>s ◄──┘
+                                        │                 │    (TTL, then back to webhooks.deliveries)
                                         └──► evt-imaging-image_processed--gateway.image_processed
-                                             (one auto-delete queue per gateway process: live status)
+                                        │    (one auto-delete queue per gateway process: live status)
+    storage ──image_deleted───► storage.events ─┤
+                                        └──► evt-storage-image_deleted--gateway.image_deleted
 
     rpc-storage, rpc-imaging: nameko's RPC queues (RPC_QUEUE_TYPE), on nameko-rpc.
 
@@ -43,7 +45,7 @@ import logging
 import time
 
 from amqp.exceptions import ChannelError, NotFound, PreconditionFailed
-from kombu import Exchange, Producer, Queue
+from kombu import Exchange, Producer, Queue, binding
 from nameko.standalone.events import get_event_exchange
 
 from imagepipe.settings import Settings
@@ -54,6 +56,8 @@ JOB_SOURCE = "gateway"
 JOB_EVENT = "image_uploaded"
 PROCESSED_SOURCE = "imaging"
 PROCESSED_EVENT = "image_processed"
+DELETED_SOURCE = "storage"
+DELETED_EVENT = "image_deleted"
 
 JOB_QUEUE = "imaging.jobs"
 DEAD_LETTER_QUEUE = "imaging.dead-letters"
@@ -91,11 +95,13 @@ def dead_letter_queue(config):
 
 
 def delivery_queue(config):
-    """The webhook service's queue of ``image_processed`` events, shared by its processes."""
+    """The webhook service's queue of ``image_processed`` and ``image_deleted`` events,
+    shared by its processes.  (A binding added to a queue that exists is just added.)"""
     return Queue(
-        DELIVERY_QUEUE, exchange=get_event_exchange(PROCESSED_SOURCE, config),
-        routing_key=PROCESSED_EVENT, durable=True,
-        queue_arguments={"x-queue-type": "quorum"} if _is_quorum(config) else None)
+        DELIVERY_QUEUE, bindings=[
+            binding(get_event_exchange(PROCESSED_SOURCE, config), routing_key=PROCESSED_EVENT),
+            binding(get_event_exchange(DELETED_SOURCE, config), routing_key=DELETED_EVENT)],
+        durable=True, queue_arguments={"x-queue-type": "quorum"} if _is_quorum(config) else None)
 
 
 def delivery_retry_queue(delay_seconds, config):

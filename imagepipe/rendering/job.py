@@ -47,9 +47,12 @@ def process_image(job, storage, render, settings):
             .format(record["attempts"] - 1)))
         return _outcome(record, changed=True, started=started)
 
+    # a reprocess may name the presets to render again (those a preset change touched)
+    only = job.get("presets") if reprocess else None
     wanted = [
         preset for preset in settings.presets
-        if reprocess or preset.name not in record["variants"]
+        if (reprocess and (only is None or preset.name in only))
+        or preset.name not in record["variants"]
     ]
     render_seconds = {}
     stored = []

@@ -6,7 +6,7 @@ job delivered twice writes each rendition once.
 """
 import logging
 
-from imagepipe.errors import BadRequest, NotFound
+from imagepipe.errors import BadRequest, ImageNotFound, NotFound
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
 from imagepipe.records import FINISHED
 from imagepipe.storage.blobs import open_blob_store, original_key, variant_key
@@ -86,7 +86,12 @@ class ImageStore:
             self._check_rendition(preset, data)
             if replace or preset not in existing:
                 written[preset] = self._put_variant_blob(image_id, preset, data, rendition["meta"])
-        return self.catalog.complete(image_id, written, replace)
+        try:
+            return self.catalog.complete(image_id, written, replace)
+        except ImageNotFound:
+            # deleted while these were written: they must not outlive the image
+            self._delete_blobs([variant_key(image_id, preset) for preset in written])
+            raise
 
     @staticmethod
     def _check_rendition(preset, data):
@@ -108,6 +113,51 @@ class ImageStore:
         if variant is None:
             raise NotFound("image {} has no rendition {!r}".format(image_id, preset))
         return self.blobs.get(variant_key(image_id, preset)), variant
+
+    # -- erasure ------------------------------------------------------------
+
+    def delete_image(self, image_id, presets=(), announce=None):
+        """Erase an image: its original, every rendition, its catalog rows.
+
+        Hidden first (reads answer 404 and a racing job's ``complete`` writes
+        nothing from then on), then the blobs -- the recorded renditions and
+        those of every name in ``presets``, in case a job wrote one it never
+        got to record -- then ``announce(notice)`` (the ``image_deleted``
+        event), then the rows.  A crash or a failed announcement leaves the
+        row hidden and marked, and deleting again finishes the job
+        (``unfinished_deletions``).  Returns the notice:
+        ``{"id", "deleted_at", "callback_url"}``.
+        """
+        record = self.catalog.mark_deleted(check_image_id(image_id))
+        names = sorted(set(record["variants"]) | set(presets))
+        self._delete_blobs([original_key(image_id)] + [variant_key(image_id, name) for name in names])
+        notice = {"id": image_id, "deleted_at": record["deleted_at"],
+                  "callback_url": record["callback_url"]}
+        if announce is not None:
+            announce(notice)
+        self.catalog.purge(image_id)
+        log.info("deleted image %s (%d renditions)", image_id, len(record["variants"]))
+        return notice
+
+    def unfinished_deletions(self, older_than, limit=100):
+        return self.catalog.unfinished_deletions(older_than, limit)
+
+    def _delete_blobs(self, keys):
+        for key in keys:
+            self.blobs.delete(key)  # a missing blob is not an error
+
+    # -- renditions of presets that changed ---------------------------------
+
+    def prune_renditions(self, preset_names, limit=100):
+        """Delete up to ``limit`` renditions of presets not in ``preset_names``; return how many.
+
+        Blobs first, then rows: a crash in between leaves rows that the next
+        prune finds again, never a blob nothing points to.
+        """
+        keys = self.catalog.stale_rendition_keys(preset_names, limit)
+        self._delete_blobs([variant_key(image_id, preset) for image_id, preset in keys])
+        self.catalog.remove_renditions(keys)
+        return len(keys)
 
     def stalled_image_ids(self, older_than, limit=100):
         return self.catalog.stalled_image_ids(older_than, limit)

@@ -1,7 +1,8 @@
 """Sending a webhook: one pinned POST, and what to do after it.
 
 An upload may name a ``callback_url``; once its image is ``done`` or
-``failed`` the webhooks service POSTs the image's status JSON there.  This
+``failed`` the webhooks service POSTs the image's status JSON there, and
+when it is deleted, ``{"id", "status": "deleted", "deleted_at"}``.  This
 module is the plain part of that: nothing here knows about nameko or AMQP.
 Redirects are never followed: they would lead past the URL rule
 (``imagepipe.webhooks.urls``).
@@ -137,8 +138,34 @@ def retry_state(message):
     return int(webhook.get("attempt") or 0), webhook.get("callback_url")
 
 
-def retry_message(image_id, attempt, callback_url):
-    return {"id": image_id, "webhook": {"attempt": attempt, "callback_url": callback_url}}
+def retry_message(image_id, attempt, callback_url, deleted_at=None):
+    message = {"id": image_id, "webhook": {"attempt": attempt, "callback_url": callback_url}}
+    if deleted_at is not None:
+        message["deleted_at"] = deleted_at  # a retry of a deletion's delivery
+    return message
+
+
+def deletion_body(image_id, deleted_at):
+    """What a deleted image's callback is sent: the image is gone, so this is all there is."""
+    return {"id": image_id, "status": "deleted", "deleted_at": deleted_at}
+
+
+def deliver_deletion(message, send, retry_delays):
+    """Handle storage's ``image_deleted`` event, or a retry of its delivery.
+
+    The catalog has erased the image and its ``callback_url`` with it, so
+    the URL travels in the event (and is pinned in retries); it is vetted
+    again by ``send`` before every attempt, like any other.
+    """
+    attempts, pinned_url = retry_state(message)
+    url = pinned_url or message.get("callback_url")
+    if not url:
+        return Decision("skipped", "no callback_url")
+    result = send(url, deletion_body(message["id"], message["deleted_at"]))
+    if result.ok:
+        return Decision("delivered", result.detail)
+    return next_attempt(message["id"], attempts, url, result.detail, retry_delays,
+                        result.permanent, deleted_at=message["deleted_at"])
 
 
 def deliver(message, record, status_body, send, retry_delays):
@@ -161,9 +188,9 @@ def deliver(message, record, status_body, send, retry_delays):
     return next_attempt(record["id"], attempts, url, result.detail, retry_delays, result.permanent)
 
 
-def next_attempt(image_id, attempts, url, detail, retry_delays, permanent=False):
+def next_attempt(image_id, attempts, url, detail, retry_delays, permanent=False, deleted_at=None):
     """Schedule the next try after a failed one, or give up."""
     if permanent or attempts >= len(retry_delays):
         return Decision("gave_up", detail)
-    return Decision("retry", detail, retry_message(image_id, attempts + 1, url),
+    return Decision("retry", detail, retry_message(image_id, attempts + 1, url, deleted_at),
                     retry_delays[attempts])

@@ -33,6 +33,7 @@ def verify_signature(secret, timestamp, body, header, now=None, tolerance=300):
 
 def delivery_id(record, url):
     """Stable across retries and redeliveries of one completion to one URL."""
-    material = "{}|{}|{}|{}".format(record["id"], record["status"], record["updated_at"], url)
+    when = record["deleted_at"] if record["status"] == "deleted" else record["updated_at"]
+    material = "{}|{}|{}|{}".format(record["id"], record["status"], when, url)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 

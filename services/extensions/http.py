@@ -23,13 +23,17 @@ from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from imagepipe.errors import PipelineError, Unauthorized, Unavailable
+from imagepipe.errors import Forbidden, PipelineError, Unauthorized, Unavailable
 from imagepipe.settings import Settings
 from imagepipe.web.api import error_body
+from imagepipe.web.signedurls import is_signed, signer_for
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+# What let a request in (``request.authorized_by``): nothing needed, an API
+# key, or a signed URL (then ``request.signed_until`` is its expiry).
+OPEN, BEARER, SIGNATURE = "open", "bearer", "signature"
 
 
 def json_response(payload, status=200, headers=None):
@@ -144,25 +148,42 @@ class HttpEntrypoint(HttpRequestHandler):
     """nameko's @http, answering JSON errors and checking API keys.
 
     With ``API_KEYS`` configured, every request needs
-    ``Authorization: Bearer <one of them>`` unless the route is ``public``.
+    ``Authorization: Bearer <one of them>`` unless the route is ``public`` --
+    or, on a ``signed_urls`` route with ``URL_SIGNING_SECRET`` set, a valid
+    signed URL (``imagepipe.web.signedurls``); a signed URL that does not
+    verify (tampered, expired, another path) is 403.
     """
 
     server = JsonWebServer()
 
-    def __init__(self, method, url, public=False, expected_exceptions=(PipelineError,), **kwargs):
+    def __init__(self, method, url, public=False, signed_urls=False,
+                 expected_exceptions=(PipelineError,), **kwargs):
         # expected: logged by nameko as a warning, not an error with a traceback
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
         self.public = public
+        self.signed_urls = signed_urls
 
     def setup(self):
-        self.api_keys = [key.encode() for key in Settings.from_config(self.container.config).api_keys]
+        settings = Settings.from_config(self.container.config)
+        self.api_keys = [key.encode() for key in settings.api_keys]
+        self.signer = signer_for(settings) if self.signed_urls else None
         super().setup()
 
     def handle_request(self, request):
-        if self.api_keys and not self.public and not self._authorized(request):
-            return error_response(
-                Unauthorized.code, "send Authorization: Bearer <API key>", Unauthorized.http_status,
-                {"WWW-Authenticate": "Bearer"})
+        request.authorized_by = OPEN
+        if self.api_keys and not self.public:
+            if self._authorized(request):
+                request.authorized_by = BEARER
+            elif self.signer is not None and is_signed(request.args):
+                try:
+                    request.signed_until = self.signer.verify(request.path, request.args)
+                except Forbidden as exc:
+                    return error_response(exc.code, exc.message, exc.http_status)
+                request.authorized_by = SIGNATURE
+            else:
+                return error_response(
+                    Unauthorized.code, "send Authorization: Bearer <API key>",
+                    Unauthorized.http_status, {"WWW-Authenticate": "Bearer"})
         return super().handle_request(request)
 
     def _authorized(self, request):

@@ -16,7 +16,7 @@ from imagepipe.settings import Settings
 from imagepipe.storage.store import ImageStore
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
-    WebhookSender, deliver, next_attempt, retry_message, retry_state)
+    WebhookSender, deliver, deliver_deletion, next_attempt, retry_message, retry_state)
 from imagepipe.webhooks.urls import check_callback_url
 from services import topology
 from services.extensions.amqp import QueuePublisher
@@ -146,9 +146,14 @@ class WebhookDeliveries(DependencyProvider):
     def handle(self, message, get_image):
         """One delivery message: POST, or schedule the next attempt, or give up."""
         image_id = message.get("id")
+        attempts, pinned_url = retry_state(message)
+        if message.get("deleted_at"):
+            # image_deleted: the image is gone from storage; the event says all there is
+            decision = deliver_deletion(message, self.sender.send, self.settings.webhook_retry_delays)
+            self._act(image_id, attempts, decision)
+            return decision
         if message.get("has_callback") is False:
             return None  # imaging says the finished image has no callback_url
-        attempts, pinned_url = retry_state(message)
         delays = self.settings.webhook_retry_delays
         try:
             record = get_image(image_id)

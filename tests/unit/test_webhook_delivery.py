@@ -91,3 +91,39 @@ def test_with_quorum_job_queues_the_webhook_queues_are_quorum_too():
     assert arguments["x-queue-type"] == "quorum" and arguments["x-message-ttl"] == 5000
     assert arguments["x-dead-letter-strategy"] == "at-least-once"
     assert (arguments["x-dead-letter-exchange"], arguments["x-dead-letter-routing-key"]) == ("", DELIVERY_QUEUE)
+
+
+DELETED = {"id": IMAGE_ID, "deleted_at": "2026-01-02T03:04:05.678+00:00",
+           "callback_url": "https://h.example/x"}
+
+
+def test_a_deletion_is_posted_from_the_event_alone():
+    webhooks = Recorded(Attempt(True, "HTTP 204"))
+    decision = webhooks.handle(DELETED, never_called)  # the image is gone from storage
+    assert decision.outcome == "delivered"
+    assert webhooks.sent == [("https://h.example/x", {
+        "id": IMAGE_ID, "status": "deleted", "deleted_at": DELETED["deleted_at"]})]
+
+
+def test_a_failed_deletion_delivery_is_retried_with_what_it_needs():
+    webhooks = Recorded(Attempt(False, "HTTP 503"))
+    webhooks.handle(DELETED, never_called)
+    [(queue, retry)] = webhooks.published
+    assert queue == "webhooks.deliveries.retry.1s"
+    assert retry == {"id": IMAGE_ID, "deleted_at": DELETED["deleted_at"],
+                     "webhook": {"attempt": 1, "callback_url": "https://h.example/x"}}
+    webhooks.handle(retry, never_called)
+    final = webhooks.handle(webhooks.published[-1][1], never_called)
+    assert final.outcome == "gave_up"
+    assert [url for url, _ in webhooks.sent] == ["https://h.example/x"] * 3
+
+
+def test_a_deletion_of_an_image_without_callback_sends_nothing():
+    webhooks = Recorded(Attempt(True, ""))
+    decision = webhooks.handle(dict(DELETED, callback_url=None), never_called)
+    assert decision.outcome == "skipped" and webhooks.sent == [] and webhooks.published == []
+
+
+def test_the_delivery_queue_takes_both_events():
+    bindings = {(bound.exchange.name, bound.routing_key) for bound in delivery_queue({}).bindings}
+    assert bindings == {("imaging.events", "image_processed"), ("storage.events", "image_deleted")}

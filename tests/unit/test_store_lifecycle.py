@@ -1,0 +1,246 @@
+"""Deleting images, renditions that change, and presets that change -- in the storage model.
+
+Real SQLite and real files here; tests/integration/test_catalog_postgres.py
+runs every test of this module again on PostgreSQL.
+"""
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from imagepipe.errors import Conflict, ImageNotFound
+from imagepipe.ids import content_sha256
+from imagepipe.storage.blobs import variant_key
+from imagepipe.storage.upkeep import reprocess_step
+from tests.unit.test_store import INFO, rendition, store  # noqa: F401 (store: a fixture)
+
+
+def done_image(store, data, presets=("thumb", "medium")):
+    image_id = store.put_original(data, INFO)[0]["id"]
+    store.claim(image_id)
+    store.complete(image_id, [rendition(name, data + name.encode()) for name in presets])
+    return image_id
+
+
+def blob_files(store):
+    root = store.blobs.root
+    return sorted(os.path.relpath(os.path.join(folder, name), root)
+                  for folder, _, names in os.walk(root) for name in names)
+
+
+def catalog_rows(store):
+    with store.catalog.engine.connect() as conn:
+        return {table: conn.execute(sa.text("SELECT COUNT(*) FROM " + table)).scalar()
+                for table in ("images", "variants")}
+
+
+# -- delete ------------------------------------------------------------------------
+
+def test_delete_leaves_no_blob_and_no_row(store):
+    image_id = done_image(store, b"photo", presets=("thumb", "medium"))
+    keep = done_image(store, b"another")
+    announced = []
+    notice = store.delete_image(image_id, announce=announced.append)
+
+    assert notice["id"] == image_id and notice["deleted_at"]
+    assert announced == [notice]
+    with pytest.raises(ImageNotFound):
+        store.get_image(image_id)
+    assert image_id not in "".join(blob_files(store))
+    assert catalog_rows(store) == {"images": 1, "variants": 2}  # only the other image's
+    assert store.get_image(keep)["status"] == "done"
+    # a second delete finds nothing: the same answer as for any unknown id
+    with pytest.raises(ImageNotFound):
+        store.delete_image(image_id)
+
+
+def test_delete_also_removes_renditions_nobody_recorded(store):
+    image_id = done_image(store, b"raced", presets=("thumb",))
+    # a job wrote this one and died before recording it
+    store.blobs.put(variant_key(image_id, "medium"), b"orphan")
+    store.delete_image(image_id, presets=["thumb", "medium"])
+    assert blob_files(store) == []
+
+
+def test_an_interrupted_delete_stays_hidden_and_is_finished_later(store):
+    image_id = done_image(store, b"interrupted")
+
+    def broker_away(notice):
+        raise RuntimeError("broker away")
+
+    with pytest.raises(RuntimeError):
+        store.delete_image(image_id, announce=broker_away)
+    # hidden already, blobs gone, its row kept for the retry
+    with pytest.raises(ImageNotFound):
+        store.get_image(image_id)
+    assert store.list_images()["images"] == []
+    assert blob_files(store) == []
+    assert catalog_rows(store)["images"] == 1
+    assert store.unfinished_deletions(older_than=-1) == [image_id]
+    first = store.catalog.mark_deleted(image_id)["deleted_at"]
+
+    announced = []
+    notice = store.delete_image(image_id, announce=announced.append)
+    assert notice["deleted_at"] == first  # the same deletion, announced again
+    assert announced == [notice]
+    assert catalog_rows(store) == {"images": 0, "variants": 0}
+    assert store.unfinished_deletions(older_than=-1) == []
+
+
+def test_a_job_that_completes_after_the_delete_writes_nothing(store):
+    image_id = store.put_original(b"late job", INFO)[0]["id"]
+    store.claim(image_id)
+    store.delete_image(image_id)
+    with pytest.raises(ImageNotFound):
+        store.complete(image_id, [rendition("thumb", b"t")])
+    with pytest.raises(ImageNotFound):
+        store.claim(image_id)
+    assert blob_files(store) == [] and catalog_rows(store) == {"images": 0, "variants": 0}
+
+
+def test_a_delete_while_a_job_writes_its_renditions_wins_and_the_job_cleans_up(store):
+    image_id = store.put_original(b"racing", INFO)[0]["id"]
+    store.claim(image_id)
+    put = store.blobs.put
+
+    def put_then_delete(key, *args, **kwargs):
+        put(key, *args, **kwargs)
+        if key == variant_key(image_id, "thumb"):
+            store.delete_image(image_id)  # lands between the job's blob writes and its commit
+
+    store.blobs.put = put_then_delete
+    with pytest.raises(ImageNotFound):
+        store.complete(image_id, [rendition("thumb", b"t"), rendition("medium", b"m")])
+    store.blobs.put = put
+    assert blob_files(store) == [] and catalog_rows(store) == {"images": 0, "variants": 0}
+
+
+def test_a_reupload_after_delete_starts_afresh(store):
+    image_id = done_image(store, b"again")
+    store.delete_image(image_id)
+    record, created = store.put_original(b"again", INFO)
+    assert created and record["id"] == image_id
+    assert (record["status"], record["attempts"], record["variants"]) == ("pending", 0, {})
+    assert store.get_original(image_id) == b"again"
+
+
+def test_a_reupload_while_the_delete_is_under_way_is_refused(store):
+    image_id = done_image(store, b"busy")
+    store.catalog.mark_deleted(image_id)  # blobs being removed right now
+    with pytest.raises(Conflict):
+        store.put_original(b"busy", INFO)
+
+
+def test_deleted_images_leave_listings_at_once(store):
+    first = done_image(store, b"one")
+    second = done_image(store, b"two")
+    store.catalog.mark_deleted(first)
+    assert [record["id"] for record in store.list_images()["images"]] == [second]
+
+
+# -- updated_at follows the renditions ---------------------------------------------
+
+def test_updated_at_moves_when_renditions_are_written_and_only_then(store):
+    now = [1000.0]
+    store.catalog.clock = lambda: now[0]
+    image_id = done_image(store, b"clocked", presets=("thumb",))
+    done_at = store.get_image(image_id)["updated_at"]
+
+    now[0] += 10
+    # a redelivered job: everything is there, nothing is written
+    unchanged = store.complete(image_id, [rendition("thumb", b"other bytes")])
+    assert unchanged["updated_at"] == done_at
+    # a reprocess of the done image rewrites it
+    replaced = store.complete(image_id, [rendition("thumb", b"sharper")], replace=True)
+    assert replaced["updated_at"] > done_at
+    assert replaced["variants"]["thumb"]["sha256"] == content_sha256(b"sharper")
+    now[0] += 10
+    added = store.complete(image_id, [rendition("small", b"small")])
+    assert added["updated_at"] > replaced["updated_at"]
+
+
+# -- presets that change -----------------------------------------------------------
+
+def test_rendition_gaps_name_what_each_done_image_lacks(store):
+    full = done_image(store, b"full", presets=("thumb", "medium"))
+    partial = done_image(store, b"partial", presets=("thumb",))
+    store.put_original(b"pending", INFO)  # not done: its own job renders everything
+    catalog = store.catalog
+    assert catalog.rendition_gaps(["thumb", "medium"]) == [(partial, ["medium"])]
+    assert catalog.count_rendition_gaps(["thumb", "medium"]) == 1
+    assert catalog.rendition_gaps(["thumb", "medium", "small"]) == sorted(
+        [(full, ["small"]), (partial, ["medium", "small"])])
+    every = catalog.rendition_gaps(["thumb"], every=True)
+    assert every == sorted([(full, ["thumb"]), (partial, ["thumb"])])
+    assert catalog.count_rendition_gaps(["thumb"], every=True) == 2
+    # pages in id order after the cursor
+    first_id = min(full, partial)
+    assert [image_id for image_id, _ in catalog.rendition_gaps(["thumb"], first_id, every=True)] == [
+        max(full, partial)]
+
+
+class Queue:
+    """A job queue that holds what it is given (nobody consumes it)."""
+
+    def __init__(self, waiting=0):
+        self.jobs = []
+        self.already = waiting
+
+    def waiting(self):
+        return self.already + len(self.jobs)
+
+    def redispatch(self, job):
+        self.jobs.append(job)
+
+
+def test_reprocess_steps_never_fill_the_queue_beyond_max_waiting(store):
+    image_ids = sorted(done_image(store, "image {}".format(n).encode(), ("thumb",)) for n in range(5))
+    queue = Queue(waiting=1)  # an upload is waiting already
+    step = reprocess_step(store.catalog, ["thumb", "small"], queue, max_waiting=3)
+    assert (step["enqueued"], step["finished"], queue.waiting()) == (2, False, 3)
+    assert queue.jobs == [{"id": image_id, "reprocess": True, "presets": ["small"]}
+                          for image_id in image_ids[:2]]
+    full = reprocess_step(store.catalog, ["thumb", "small"], queue, step["cursor"], max_waiting=3)
+    assert (full["enqueued"], full["finished"], full["cursor"]) == (0, False, step["cursor"])
+
+    # imaging takes one job between steps: the run goes on, never above 3 waiting
+    enqueued = [job["id"] for job in queue.jobs]
+    cursor, steps = step["cursor"], 0
+    while not step["finished"]:
+        queue.jobs.pop(0)
+        before = len(queue.jobs)
+        step = reprocess_step(store.catalog, ["thumb", "small"], queue, cursor, max_waiting=3)
+        assert queue.waiting() <= 3
+        enqueued += [job["id"] for job in queue.jobs[before:]]
+        cursor, steps = step["cursor"], steps + 1
+    assert enqueued == image_ids  # each image once, in id order
+    assert steps == 4  # one job of room per step, and a last step that finds nothing more
+
+
+def test_reprocess_of_every_preset_names_none(store):
+    image_id = done_image(store, b"every", ("thumb",))
+    queue = Queue()
+    step = reprocess_step(store.catalog, ["thumb"], queue, every=True)
+    assert step["finished"] and queue.jobs == [{"id": image_id, "reprocess": True}]
+
+
+def test_stale_renditions_are_listed_and_pruned(store):
+    now = [1000.0]
+    store.catalog.clock = lambda: now[0]
+    image_id = done_image(store, b"stale", presets=("thumb", "old", "older"))
+    other = done_image(store, b"stale too", presets=("thumb", "old"))
+    stale = store.catalog.stale_renditions(["thumb"])
+    assert set(stale) == {"old", "older"} and stale["old"]["renditions"] == 2
+    assert stale["old"]["bytes"] == len(b"staleold") + len(b"stale tooold")
+
+    now[0] += 5
+    assert store.prune_renditions(["thumb"], limit=2) == 2
+    assert store.prune_renditions(["thumb"], limit=100) == 1
+    assert store.prune_renditions(["thumb"]) == 0
+    assert store.catalog.stale_renditions(["thumb"]) == {}
+    for kept in (image_id, other):
+        record = store.get_image(kept)
+        assert list(record["variants"]) == ["thumb"]
+        assert record["updated_at"].startswith("1970-01-01T00:16:45")  # moved to 1005
+    assert sorted(name for name in blob_files(store) if name.startswith("variants")) == sorted(
+        "variants/{}/{}/thumb".format(kept[:2], kept) for kept in (image_id, other))
