@@ -289,15 +289,18 @@ def delete_command(args, client, out, err):
 
 
 def reprocess_all(storage, every=False, max_waiting=DEFAULT_MAX_WAITING, err=None, quiet=False,
-                  pause=QUEUE_FULL_PAUSE, sleep=time.sleep):
+                  pause=QUEUE_FULL_PAUSE, sleep=time.sleep, cursor=None):
     """Put a reprocess job on the job queue for every stored image that needs one; return how many.
 
     Storage enqueues only while the job queue holds fewer than
     ``max_waiting`` jobs (``imagepipe.storage.upkeep``), so new uploads keep
     their place; when it is full this waits ``pause`` seconds and asks again.
+    Images are taken in id order; ``cursor`` (an id) resumes a run after it.
+    (A new run does not know which jobs an earlier one left waiting: an image
+    whose job has not run yet gets a second one, which is harmless.)
     """
     plan = storage.reprocess_plan(every)
-    enqueued, cursor = 0, None
+    enqueued = 0
     with tqdm(total=plan["images"], desc="reprocessing", unit="image", file=err or sys.stderr,
               disable=quiet) as progress:
         while True:
