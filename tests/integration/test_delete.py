@@ -89,6 +89,8 @@ def assert_nothing_left(backend, image_id, web):
         assert response.status_code == 404, (path, response.text)
         assert response.json()["error"] == "not_found"
     assert [key for key in backend.blob_keys() if image_id in key] == []
+    # not even an empty folder named after it (the id is the content's hash)
+    assert [path for path in backend.storage_root.rglob("*") if image_id in str(path)] == []
     rows = backend.catalog_rows()
     assert image_id not in rows["images"]
     assert [row for row in rows["variants"] if row.startswith(image_id)] == []

@@ -7,6 +7,9 @@ eventlet.
 
 Imaging starts only after the page shows the uploads as pending, so the cards
 can only turn ``done``/``failed`` through the page's live status streams.
+At the end the page deletes one image with its button, and the test looks
+for anything of it left in storage.  With an API key the server also signs
+URLs, and the page shows renditions through them.
 
 ``WEB_SCREENSHOT_DIR=docs/screenshots`` writes the screenshots there (with a
 few more images) instead of a temporary folder: that is how the README's
@@ -17,11 +20,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import eventlet
 import pytest
 from PIL import Image
 
+from imagepipe.web.signedurls import UrlSigner
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
@@ -30,15 +35,31 @@ from tests.corpus import corpus_dir
 from tests.helpers import REPO_ROOT
 
 KEY = "browser-test-key"
+SIGNING_SECRET = "browser-test-signing-secret"
 # a photo, a transparent PNG, and a JPEG whose pixel data is cut short
 FILES = ["flower.jpg", "transparent.png", "truncated_jpeg.jpg"]
 MORE_FOR_DOCS = ["xmp_test.jpg", "chi.gif", "lossless1.webp", "hopper.jpg"]
 
 
+def assert_shown_through(url, rendition, api_key):
+    """The page uses the versioned URL of ``rendition`` -- signed when there is a key.
+
+    Signed URLs are compared by what they grant (the expiry the page got may
+    be a newer one than the test's status read, or an older one).
+    """
+    path, args = urlsplit(url).path, dict(parse_qsl(urlsplit(url).query))
+    assert path == urlsplit(rendition["url"]).path, (url, rendition)
+    assert args.get("v") == rendition.get("version"), (url, rendition)
+    if api_key:
+        assert UrlSigner(SIGNING_SECRET, 3600).verify(path, args), url
+    else:
+        assert set(args) <= {"v"}, url
+
+
 class PageDriver:
     def __init__(self, base_url, files, screenshot_dir, open_id, api_key=None):
         command = [sys.executable, "-m", "tests.browser.page_driver", "--base-url", base_url,
-                   "--screenshot-dir", str(screenshot_dir), "--open", open_id]
+                   "--screenshot-dir", str(screenshot_dir), "--open", open_id, "--delete"]
         if api_key:
             command += ["--api-key", api_key]
         self.process = subprocess.Popen(
@@ -83,6 +104,7 @@ def test_upload_watch_and_inspect_in_a_real_browser(
         names += MORE_FOR_DOCS
     if api_key:
         pipeline_config["API_KEYS"] = api_key
+        pipeline_config["URL_SIGNING_SECRET"] = SIGNING_SECRET
         web.headers["Authorization"] = "Bearer " + api_key
     files = [corpus_dir() / name for name in names]
     ids = {name: image_id(path) for name, path in zip(names, files)}
@@ -100,6 +122,9 @@ def test_upload_watch_and_inspect_in_a_real_browser(
 
         runner_factory(pipeline_config, ImagingService).start()
         driver.proceed()
+        assert driver.read()["phase"] == "inspected"
+        statuses = {identifier: web.get("/images/" + identifier).json() for identifier in ids.values()}
+        driver.proceed()  # now it deletes flower.jpg
         finished = driver.finish()
     finally:
         driver.kill()
@@ -109,18 +134,19 @@ def test_upload_watch_and_inspect_in_a_real_browser(
     assert set(ids.values()) <= set(finished["event_streams"])
     cards = {card["id"]: card for card in finished["cards"]}
     for name, identifier in ids.items():
-        card, status = cards[identifier], web.get("/images/" + identifier).json()
+        card, status = cards[identifier], statuses[identifier]
         assert card["status"] == card["badge"] == status["status"], (name, card, status)
         if status["status"] == "done":
             thumb = status["variants"]["thumb"]
             assert card["thumb"] == [thumb["width"], thumb["height"]], (name, card)
-            assert card["thumb_src"].startswith("blob:" if api_key else "/images/")
+            # the versioned URL (cached for good); with a key, signed: no blob: needed
+            assert_shown_through(card["thumb_src"], thumb, api_key)
         else:
             assert card["error"] == status["error"] and status["error"], (name, card)
     assert cards[ids["flower.jpg"]]["status"] == "done"
     assert cards[ids["truncated_jpeg.jpg"]]["status"] == "failed"
 
-    flower = web.get("/images/" + ids["flower.jpg"]).json()
+    flower = statuses[ids["flower.jpg"]]
     details = finished["details"]
     assert details["title"] == flower["id"]
     expected_rows = [("original", flower["original"])] + sorted(flower["variants"].items())
@@ -128,6 +154,17 @@ def test_upload_watch_and_inspect_in_a_real_browser(
     for row, (name, info) in zip(details["rows"], expected_rows):
         dimensions = "{} × {}".format(info["width"], info["height"])
         assert row["cells"][:3] == [name, info["format"].upper(), dimensions]
+        assert_shown_through(row["href"], info, api_key)
+    assert_shown_through(details["image_src"], flower["variants"]["medium"], api_key)
+
+    # the delete button erased the image: not served, not listed, no file left
+    deleted = finished["deleted"]
+    assert deleted["id"] == flower["id"] and flower["id"] in deleted["confirmation"][0]
+    assert deleted["cards_left"] == len(files) - 1
+    assert web.get("/images/" + flower["id"]).status_code == 404
+    assert flower["id"] not in [image["id"] for image in web.get("/images").json()["images"]]
+    storage_root = Path(pipeline_config["STORAGE_ROOT"])
+    assert [path for path in storage_root.rglob("*") if flower["id"] in str(path)] == []
 
     for path in finished["screenshots"].values():
         with Image.open(path) as shot:

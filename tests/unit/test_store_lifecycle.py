@@ -47,6 +47,9 @@ def test_delete_leaves_no_blob_and_no_row(store):
     with pytest.raises(ImageNotFound):
         store.get_image(image_id)
     assert image_id not in "".join(blob_files(store))
+    # nor a folder named after it; the shard folder stays only while it holds something
+    folders = [folder for folder, _, _ in os.walk(store.blobs.root)]
+    assert [folder for folder in folders if image_id in folder] == []
     assert catalog_rows(store) == {"images": 1, "variants": 2}  # only the other image's
     assert store.get_image(keep)["status"] == "done"
     # a second delete finds nothing: the same answer as for any unknown id
@@ -60,6 +63,9 @@ def test_delete_also_removes_renditions_nobody_recorded(store):
     store.blobs.put(variant_key(image_id, "medium"), b"orphan")
     store.delete_image(image_id, presets=["thumb", "medium"])
     assert blob_files(store) == []
+    assert os.listdir(store.blobs.root) == []  # no empty folders left either
+    store.put_original(b"raced", INFO)  # and writing there again makes them anew
+    assert blob_files(store) == ["originals/{}/{}".format(image_id[:2], image_id)]
 
 
 def test_an_interrupted_delete_stays_hidden_and_is_finished_later(store):

@@ -29,8 +29,7 @@ class FileBlobStore(BlobStore):
         # The catalog records content type and SHA-256; a file needs neither.
         path = self._path(key)
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        fd, tmp_path = self._temporary_file(folder)
         try:
             with os.fdopen(fd, "wb") as tmp:
                 tmp.write(data)
@@ -55,7 +54,33 @@ class FileBlobStore(BlobStore):
         return os.path.exists(self._path(key))
 
     def delete(self, key):
-        _remove_quietly(self._path(key))
+        path = self._path(key)
+        _remove_quietly(path)
+        self._remove_empty_folders(os.path.dirname(path))
+
+    @staticmethod
+    def _temporary_file(folder, attempts=2):
+        for attempt in range(1, attempts + 1):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            except FileNotFoundError:
+                # a delete removed the folder, empty, between makedirs and mkstemp
+                if attempt == attempts:
+                    raise
+
+    def _remove_empty_folders(self, folder):
+        """Remove ``folder`` and its parents below the root while they are empty.
+
+        A deleted image leaves no folder named after it (its id is the hash of
+        its content); shard folders go too once they hold nothing.
+        """
+        while folder.startswith(self.root + os.sep):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (or gone already): the parents are not empty either
+                return
+            folder = os.path.dirname(folder)
 
 
 def _fsync_dir(folder):

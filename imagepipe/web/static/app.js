@@ -66,11 +66,21 @@ async function apiGet(path) {
   return body;
 }
 
-// Where an <img> can load a rendition from. Without a key that is the URL
-// itself; with one, an <img> cannot send the header, so fetch it and show an
-// object URL (the CSP allows blob: images for exactly this).
-async function imageSource(url) {
-  if (!apiKey()) return url;
+// Where an <img> can load a rendition (or the original) from. A signed URL
+// when the server hands them out (API keys with URL_SIGNING_SECRET): it works
+// without the header. Without a key, the versioned URL: immutable, so the
+// browser keeps it until the rendition changes. With a key but no signed
+// URLs, an <img> cannot send the header, so fetch it and show an object URL
+// (the CSP allows blob: images for exactly this).
+function directUrl(rendition) {
+  if (rendition.signed_url) return rendition.signed_url;
+  return apiKey() ? null : rendition.versioned_url || rendition.url;
+}
+
+async function imageSource(rendition) {
+  const direct = directUrl(rendition);
+  if (direct) return direct;
+  const url = rendition.url;
   if (!blobUrls.has(url)) {
     const response = await fetch(url, { headers: authHeaders() });
     if (!response.ok) throw new ApiError(response.status, response.statusText);
@@ -242,7 +252,7 @@ function render(card, status) {
   if (status.status === "done" && status.variants.thumb) {
     const img = element("img");
     img.alt = "thumbnail of " + status.id;
-    imageSource(status.variants.thumb.url).then((src) => { img.src = src; })
+    imageSource(status.variants.thumb).then((src) => { img.src = src; })
       .catch(() => { img.alt = "thumbnail unavailable"; });
     thumb.append(img);
   } else if (status.status === "failed") {
@@ -295,7 +305,10 @@ async function watchStatus(id) {
         needKey();
         return;
       }
-      if (response.status === 404) return;
+      if (response.status === 404) {
+        forget(id);  // deleted (in another tab, say)
+        return;
+      }
       if (!response.ok) throw new ApiError(response.status, response.statusText);
       $("live-state").classList.remove("off");
       for await (const status of serverSentEvents(response.body)) {
@@ -375,20 +388,20 @@ function fillDetails(status) {
   const img = $("details-image");
   img.removeAttribute("src");
   img.alt = preview ? "preview of " + status.id : "no rendition yet";
-  if (preview) imageSource(preview.url).then((src) => { img.src = src; }).catch(() => {});
+  if (preview) imageSource(preview).then((src) => { img.src = src; }).catch(() => {});
 
   const rows = [["original", original]].concat(Object.entries(status.variants));
   $("renditions").replaceChildren(...rows.map(([name, info]) => {
     const row = element("tr");
     row.dataset.rendition = name;
     const link = element("a", "", "open");
-    link.href = info.url;
+    link.href = directUrl(info) || info.url;
     link.target = "_blank";
     link.rel = "noopener";
-    if (apiKey()) {
+    if (!directUrl(info)) {
       link.addEventListener("click", (event) => {
         event.preventDefault();
-        imageSource(info.url).then((src) => window.open(src, "_blank", "noopener"));
+        imageSource(info).then((src) => window.open(src, "_blank", "noopener"));
       });
     }
     const linkCell = element("td");
@@ -402,6 +415,38 @@ function fillDetails(status) {
     );
     return row;
   }));
+}
+
+// ---- delete --------------------------------------------------------------------
+
+async function deleteImage(id) {
+  if (!window.confirm("Delete image " + id + "? Its original and every rendition are erased.")) return;
+  const response = await fetch("/images/" + id, { method: "DELETE", headers: authHeaders() });
+  if (response.status === 401) {
+    needKey();
+    return;
+  }
+  // 404: deleted already (elsewhere): gone either way
+  if (response.status !== 204 && response.status !== 404) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = null;
+    }
+    $("details-error").textContent = "Could not delete: " + ((body && body.message) || response.statusText);
+    $("details-error").hidden = false;
+    return;
+  }
+  forget(id);
+  $("details").close();
+}
+
+function forget(id) {
+  const card = cards.get(id);
+  if (card) card.element.remove();
+  cards.delete(id);
+  $("empty").hidden = cards.size > 0;
 }
 
 // ---- wiring --------------------------------------------------------------------
@@ -444,6 +489,7 @@ function setUp() {
   window.addEventListener("drop", (event) => event.preventDefault());
 
   $("more").addEventListener("click", () => nextPage && loadPage(nextPage));
+  $("delete-image").addEventListener("click", () => deleteImage($("details").dataset.id));
   loadPage("/images?limit=" + PAGE_SIZE);
 }
 
