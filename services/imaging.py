@@ -42,6 +42,7 @@ class ImagingService:
             # deleted (before or while this job ran): nothing may bring it back,
             # and no retry or dead letter could do anything for it
             log.info("image %s: %s; job dropped", job.get("id"), exc.message)
+            self.metrics.job_dropped()
             return
         except Exception as exc:
             self._retry_or_give_up(job, exc)

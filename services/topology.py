@@ -5,19 +5,18 @@
     gateway ──image_uploaded──► gateway.events ──► imaging.jobs ──► imaging
     (nameko event, or n.dispatch_event        ▲  (durable, shared by    │ fails
      in nameko shell)                         │   every imaging process) │
-    storage sweeper, dead-letter replay ──────┤ (default exchange)       │
+    storage sweeper, reprocess, dead letters ─┤ (default exchange)       │
                                               │                          ▼
                      imaging.jobs.retry.<delay>s ◄─────── retry ──── JobQueue
                      (TTL, then back to imaging.jobs)    give up ──► imaging.dead-letters
 
-    imaging ──image_processed──► imaging.events ──► webhooks.deliveries ──► webhooks
-                                        │                 ▲    ▲               │ fails
-                                        │                 │    webhooks.deliveries.retry.<delay>s ◄──┘
-                                        │                 │    (TTL, then back to webhooks.deliveries)
-                                        └──► evt-imaging-image_processed--gateway.image_processed
-                                        │    (one auto-delete queue per gateway process: live status)
-    storage ──image_deleted───► storage.events ─┤
-                                        └──► evt-storage-image_deleted--gateway.image_deleted
+    imaging ──image_processed──► imaging.events ──┬───────────────► webhooks.deliveries ──► webhooks
+    storage ──image_deleted────► storage.events ──┤   (both events)     ▲                    │ fails
+                                                  │   webhooks.deliveries.retry.<delay>s ◄──┘
+                                                  │   (TTL, then back to webhooks.deliveries)
+                                                  └──► evt-<source>-<event>--gateway.<event>
+                                                       (auto-delete, one per gateway process and
+                                                        event: they wake live status streams)
 
     rpc-storage, rpc-imaging: nameko's RPC queues (RPC_QUEUE_TYPE), on nameko-rpc.
 

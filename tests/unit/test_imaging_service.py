@@ -108,6 +108,7 @@ def test_job_of_a_deleted_image_is_dropped_without_retry_or_dead_letter(service,
     service.storage.finish.assert_not_called()
     service.dispatch.assert_not_called()
     service.metrics.job_attempt_failed.assert_not_called()
+    service.metrics.job_dropped.assert_called_once_with()
 
 
 def test_a_reprocess_may_name_the_presets_to_render(service):
