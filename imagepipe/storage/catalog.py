@@ -16,6 +16,7 @@ delete either lands before it (and its renditions are deleted with the
 image) or writes nothing.
 """
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -46,6 +47,16 @@ images = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # where to POST the status when the image is finished (imagepipe.webhooks)
     sa.Column("callback_url", sa.Text, nullable=True),
+    # the API key's tenant that uploaded it (imagepipe.web.keys); None: no tenants
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Index("ix_images_tenant_created_at", "tenant", "created_at"),
+)
+
+# secrets every storage process of one catalog shares (the grant signing key)
+store_secrets = sa.Table(
+    "store_secrets", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
 )
 
 variants = sa.Table(
@@ -120,7 +131,27 @@ class Catalog:
 
     # -- images -----------------------------------------------------------
 
-    def add_image(self, image_id, sha256, info, size, callback_url=None):
+    def secret(self, name):
+        """A random secret shared by every process of this catalog, made on first use."""
+        with self.engine.begin() as conn:
+            conn.execute(_insert_ignore(conn, store_secrets).values(
+                name=name, value=secrets.token_hex(32)))
+            value = conn.execute(sa.select(store_secrets.c.value)
+                                 .where(store_secrets.c.name == name)).scalar_one()
+        return bytes.fromhex(value)
+
+    def tenant_bytes(self, tenant):
+        """Bytes of every original and rendition the tenant's images hold."""
+        with self.engine.connect() as conn:
+            originals = conn.execute(sa.select(sa.func.sum(images.c.bytes))
+                                     .where(images.c.tenant == tenant)).scalar()
+            renditions = conn.execute(
+                sa.select(sa.func.sum(variants.c.bytes))
+                .select_from(variants.join(images, variants.c.image_id == images.c.id))
+                .where(images.c.tenant == tenant)).scalar()
+        return int(originals or 0) + int(renditions or 0)
+
+    def add_image(self, image_id, sha256, info, size, callback_url=None, tenant=None):
         """Record an uploaded original; return ``(record, created)``.
 
         A re-upload of an image that failed starts it afresh; any other
@@ -135,7 +166,7 @@ class Catalog:
                     mime_type=info["mime_type"], width=info["width"],
                     height=info["height"], frames=info.get("frames", 1),
                     bytes=size, status=PENDING, error=None, attempts=0,
-                    created_at=now, updated_at=now, callback_url=callback_url,
+                    created_at=now, updated_at=now, callback_url=callback_url, tenant=tenant,
                 ).returning(images.c.id)
             ).first() is not None
             if not inserted and not self._lock_live(conn, image_id):
@@ -153,16 +184,17 @@ class Catalog:
                 )
             return self._read_image(conn, image_id), inserted
 
-    def get_image(self, image_id):
+    def get_image(self, image_id, tenant=None):
+        """The image's record; ``NotFound`` if there is none -- or it is another tenant's."""
         with self.engine.connect() as conn:
-            return self._read_image(conn, image_id)
+            return self._read_image(conn, image_id, tenant)
 
-    def _read_image(self, conn, image_id, include_deleted=False):
+    def _read_image(self, conn, image_id, tenant=None, include_deleted=False):
         query = images.select().where(images.c.id == image_id)
         if not include_deleted:
             query = query.where(images.c.status != DELETED)
         row = conn.execute(query).mappings().first()
-        if row is None:
+        if row is None or (tenant is not None and row["tenant"] != tenant):
             raise ImageNotFound("no image with id {!r}".format(image_id))
         return _image_record(row, _variant_rows(conn, [image_id]).get(image_id, []))
 
@@ -179,14 +211,16 @@ class Catalog:
             .values(updated_at=images.c.updated_at)
         ).rowcount == 1
 
-    def list_images(self, limit=20, cursor=None):
-        """Newest first; return ``(records, next cursor or None)``.
+    def list_images(self, limit=20, cursor=None, tenant=None):
+        """Newest first (only ``tenant``'s, if given); return ``(records, next cursor or None)``.
 
         Keyset pagination on (created_at, id): pages stay stable while new
         images arrive, and images uploaded in the same instant are not lost.
         """
         query = (images.select().where(images.c.status != DELETED)
                  .order_by(images.c.created_at.desc(), images.c.id).limit(limit + 1))
+        if tenant is not None:
+            query = query.where(images.c.tenant == tenant)
         if cursor is not None:
             created_at, image_id = _parse_cursor(cursor)
             query = query.where(sa.or_(
@@ -281,21 +315,24 @@ class Catalog:
 
     # -- deletion ---------------------------------------------------------
 
-    def mark_deleted(self, image_id):
+    def mark_deleted(self, image_id, tenant=None):
         """Hide the image from every read and writer; return its record as it was.
 
         The record gets ``deleted_at``.  Idempotent: an image whose deletion
         was interrupted (its row still ``deleted``) is returned again with
-        its first ``deleted_at``; an unknown id is ``ImageNotFound``.
+        its first ``deleted_at``.  An unknown id -- or another tenant's
+        image, when ``tenant`` is given -- is ``ImageNotFound``.
         """
+        owned = images.c.id == image_id
+        if tenant is not None:
+            owned = sa.and_(owned, images.c.tenant == tenant)
         with self.engine.begin() as conn:
             # the write first: it locks the row against a job's complete()
             conn.execute(
-                images.update()
-                .where(images.c.id == image_id, images.c.status != DELETED)
+                images.update().where(owned, images.c.status != DELETED)
                 .values(status=DELETED, updated_at=self.clock())
             )
-            record = self._read_image(conn, image_id, include_deleted=True)
+            record = self._read_image(conn, image_id, tenant, include_deleted=True)
         record["deleted_at"] = record["updated_at"]
         return record
 
@@ -306,7 +343,8 @@ class Catalog:
                     images.update().where(images.c.id == image_id, images.c.status == DELETED)
                     .values(status=DELETED)).rowcount:
                 return False
-            conn.execute(variants.delete().where(variants.c.image_id == image_id))
+            for table, column in _rows_of_images():
+                conn.execute(table.delete().where(column == image_id))
             conn.execute(images.delete().where(images.c.id == image_id))
         return True
 
@@ -419,6 +457,14 @@ class Catalog:
         return inserted
 
 
+def _rows_of_images():
+    """``(table, column)`` of every table whose rows belong to an image (a foreign key
+    to ``images.id``): its renditions, its webhook deliveries
+    (``imagepipe.storage.deliveries``), whatever comes next -- all erased with it."""
+    return [(table, key.parent) for table in metadata.sorted_tables
+            for key in table.foreign_keys if key.column is images.c.id]
+
+
 def _variant_rows(conn, image_ids):
     """``{image_id: [variant rows, by preset]}`` for ``image_ids``."""
     if not image_ids:
@@ -489,4 +535,5 @@ def _image_record(row, variant_rows):
         "created_at": isoformat(row["created_at"]),
         "updated_at": isoformat(row["updated_at"]),
         "callback_url": row["callback_url"],
+        "tenant": row["tenant"],
     }

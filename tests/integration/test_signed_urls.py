@@ -15,11 +15,14 @@ from tests.helpers import WebSession, make_jpeg, make_png, wait_for_status
 
 KEY = "signed-urls-key"
 SECRET = "signed-urls-secret"
+OTHER_KEY = "another-tenants-key"
 
 
 @pytest.fixture
 def pipeline_config(pipeline_config):
-    pipeline_config.update(API_KEYS=KEY, URL_SIGNING_SECRET=SECRET, URL_SIGNING_TTL=600)
+    # two keys, two tenants: an image is its uploader's
+    pipeline_config.update(API_KEYS=KEY + ",other:" + OTHER_KEY, URL_SIGNING_SECRET=SECRET,
+                           URL_SIGNING_TTL=600)
     return pipeline_config
 
 
@@ -126,6 +129,20 @@ def test_a_stale_signed_version_redirects_with_its_signature(image, anonymous):
     assert stale.status_code == 302
     assert stale.headers["Location"] == image["variants"]["thumb"]["signed_url"]
     assert anonymous.get(stale.headers["Location"]).status_code == 200
+
+
+def test_only_the_owner_deletes_and_a_deleted_images_signed_urls_are_404(image, keyed, base_url,
+                                                                         anonymous):
+    with WebSession(base_url) as other:
+        other.headers["Authorization"] = "Bearer " + OTHER_KEY
+        assert_refused(other.delete("/images/" + image["id"]), 404, "not_found")
+        assert_refused(other.get("/images/" + image["id"]), 404, "not_found")
+    assert keyed.get("/images/" + image["id"]).status_code == 200  # still there
+    signed = image["variants"]["thumb"]["signed_url"]
+    assert anonymous.get(signed).status_code == 200
+    assert keyed.delete("/images/" + image["id"]).status_code == 204
+    # the signature is still valid, but there is nothing left to open
+    assert_refused(anonymous.get(signed), 404, "not_found")
 
 
 def test_without_a_secret_there_are_no_signed_urls(runner_factory, pipeline_config, keyed, anonymous):

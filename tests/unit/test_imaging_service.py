@@ -1,4 +1,5 @@
 """ImagingService with its dependencies swapped by nameko's worker_factory."""
+import hashlib
 from unittest.mock import call
 
 import pytest
@@ -31,7 +32,39 @@ def service():
         record(status), error=error)
     service.storage.complete.side_effect = lambda image_id, renditions, replace=False: record("done")
     service.render.return_value = [Rendition("thumb", b"webp", "webp", "image/webp", 10, 5)]
+    service.blobs.direct_for.return_value = None  # bytes over RPC; see the claim-check test
     return service
+
+
+class StagingBlobs:
+    """DirectBlobs' interface, over a dict: what imaging read and wrote under which grant."""
+
+    def __init__(self, blobs):
+        self.blobs = blobs
+
+    def read(self, grant):
+        return self.blobs[grant["key"]]
+
+    def write(self, grant, source):
+        data = source.read()
+        self.blobs[grant["key"]] = data
+        return len(data), hashlib.sha256(data).hexdigest()
+
+
+def test_claim_check_job_reads_and_writes_blobs_under_grants(service):
+    blobs = StagingBlobs({"originals/aa/" + IMAGE_ID: b"original"})
+    service.blobs.direct_for.return_value = blobs
+    service.storage.claim.return_value = {
+        "record": record(),
+        "original": {"access": "read", "key": "originals/aa/" + IMAGE_ID, "token": "r"},
+        "renditions": {"thumb": {"access": "write", "key": "staging/" + "1" * 32, "token": "w"}}}
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.storage.claim.assert_called_once_with(IMAGE_ID, False, ["thumb"])
+    service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
+    assert blobs.blobs["staging/" + "1" * 32] == b"webp"
+    service.storage.complete.assert_called_once_with(IMAGE_ID, [{
+        "preset": "thumb", "grant": "w", "bytes": 4, "sha256": hashlib.sha256(b"webp").hexdigest(),
+        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}}], False)
 
 
 def test_job_renders_stores_and_announces(service):
@@ -109,6 +142,26 @@ def test_job_of_a_deleted_image_is_dropped_without_retry_or_dead_letter(service,
     service.dispatch.assert_not_called()
     service.metrics.job_attempt_failed.assert_not_called()
     service.metrics.job_dropped.assert_called_once_with()
+
+
+def test_an_original_gone_with_its_deleted_image_drops_the_job(service):
+    class DeletedMeanwhile(StagingBlobs):  # between the claim and the read of the original
+        def read(self, grant):
+            raise NotFound("blob originals/aa/... is missing")
+
+    service.blobs.direct_for.return_value = DeletedMeanwhile({})
+    service.storage.claim.return_value = {
+        "record": record(), "original": {"key": "originals/aa/" + IMAGE_ID}, "renditions": {}}
+    service.storage.get_image.side_effect = ImageNotFound("no image with id")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.jobs.retry.assert_not_called()
+    service.metrics.job_dropped.assert_called_once_with()
+    # while the image still exists, a missing blob is a dead letter as before
+    service.storage.get_image.side_effect = None
+    service.jobs.retry.return_value = False
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.jobs.retry.assert_called_once_with(
+        {"id": IMAGE_ID}, "blob originals/aa/... is missing", final=True)
 
 
 def test_a_reprocess_may_name_the_presets_to_render(service):

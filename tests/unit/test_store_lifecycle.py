@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from imagepipe.errors import Conflict, ImageNotFound
 from imagepipe.ids import content_sha256
-from imagepipe.storage.blobs import variant_key
+from imagepipe.storage.blobs import original_key, variant_key
 from imagepipe.storage.upkeep import reprocess_step
-from tests.unit.test_store import INFO, rendition, store  # noqa: F401 (store: a fixture)
+from tests.unit.test_store import INFO, META, rendition, store  # noqa: F401 (store: a fixture)
 
 
 def done_image(store, data, presets=("thumb", "medium")):
@@ -23,9 +23,11 @@ def done_image(store, data, presets=("thumb", "medium")):
 
 
 def blob_files(store):
+    """Every blob file (the store's own ``.store-id`` marker left out)."""
     root = store.blobs.root
     return sorted(os.path.relpath(os.path.join(folder, name), root)
-                  for folder, _, names in os.walk(root) for name in names)
+                  for folder, _, names in os.walk(root) for name in names
+                  if not (folder == root and name.startswith(".")))
 
 
 def catalog_rows(store):
@@ -63,7 +65,9 @@ def test_delete_also_removes_renditions_nobody_recorded(store):
     store.blobs.put(variant_key(image_id, "medium"), b"orphan")
     store.delete_image(image_id, presets=["thumb", "medium"])
     assert blob_files(store) == []
-    assert os.listdir(store.blobs.root) == []  # no empty folders left either
+    # no empty folders left either, but the top-level ones
+    assert [folder for folder, _, _ in os.walk(store.blobs.root)
+            if os.path.dirname(folder) != store.blobs.root and folder != store.blobs.root] == []
     store.put_original(b"raced", INFO)  # and writing there again makes them anew
     assert blob_files(store) == ["originals/{}/{}".format(image_id[:2], image_id)]
 
@@ -119,6 +123,49 @@ def test_a_delete_while_a_job_writes_its_renditions_wins_and_the_job_cleans_up(s
         store.complete(image_id, [rendition("thumb", b"t"), rendition("medium", b"m")])
     store.blobs.put = put
     assert blob_files(store) == [] and catalog_rows(store) == {"images": 0, "variants": 0}
+
+
+def granted(store, grant, data):
+    """What imaging does on the claim-check path: write under the grant, describe it."""
+    store.blobs.put(grant["key"], data)
+    return {"preset": "thumb", "meta": META, "grant": grant["token"], "bytes": len(data),
+            "sha256": content_sha256(data)}
+
+
+def test_renditions_written_under_grants_for_a_deleted_image_go_too(store):
+    image_id = store.put_original(b"claim-checked", INFO)[0]["id"]
+    grant = store.claim(image_id, presets=["thumb"])["renditions"]["thumb"]
+    staged = granted(store, grant, b"rendition")
+    store.delete_image(image_id)  # before the job's complete
+    with pytest.raises(ImageNotFound):
+        store.complete(image_id, [staged])
+    assert blob_files(store) == []  # not even in staging/
+
+
+def test_a_delete_during_a_claim_checked_complete_leaves_nothing(store):
+    image_id = store.put_original(b"claim-checked too", INFO)[0]["id"]
+    grant = store.claim(image_id, presets=["thumb"])["renditions"]["thumb"]
+    staged = granted(store, grant, b"rendition")
+    promote = store.blobs.promote
+
+    def promote_then_delete(*args, **kwargs):
+        promote(*args, **kwargs)
+        store.delete_image(image_id)  # lands between the promote and the commit
+
+    store.blobs.promote = promote_then_delete
+    with pytest.raises(ImageNotFound):
+        store.complete(image_id, [staged])
+    store.blobs.promote = promote
+    assert blob_files(store) == [] and catalog_rows(store) == {"images": 0, "variants": 0}
+
+
+def test_an_upload_racing_its_own_deletion_leaves_no_original(store):
+    image_id = done_image(store, b"deleted meanwhile")
+    store.catalog.mark_deleted(image_id)
+    store.blobs.delete(original_key(image_id))  # the delete has removed the blobs already
+    with pytest.raises(Conflict):
+        store.put_original(b"deleted meanwhile", INFO)  # writes it again, then finds the mark
+    assert not store.blobs.exists(original_key(image_id))
 
 
 def test_a_reupload_after_delete_starts_afresh(store):

@@ -3,12 +3,19 @@
 Writes are atomic and durable: the bytes go to a temporary file in the target
 folder, are fsynced, and only then renamed over the final name (and the folder
 fsynced), so a crash leaves either the old blob or the new one, never half.
+Blobs written by others under a grant arrive the same way: fsynced in
+``staging/`` by the writer, renamed into place by ``promote``.
 """
+import hashlib
 import os
 import tempfile
+import time
 
 from imagepipe.errors import NotFound
 from imagepipe.storage.blobs import BlobStore
+
+READ_CHUNK = 1024 * 1024
+STORE_ID_FILE = ".store-id"
 
 
 class FileBlobStore(BlobStore):
@@ -70,17 +77,83 @@ class FileBlobStore(BlobStore):
                     raise
 
     def _remove_empty_folders(self, folder):
-        """Remove ``folder`` and its parents below the root while they are empty.
+        """Remove ``folder`` and its parents while they are empty, up to the top-level folders.
 
         A deleted image leaves no folder named after it (its id is the hash of
-        its content); shard folders go too once they hold nothing.
+        its content); shard folders go too once they hold nothing.  The
+        top-level folders (``originals``, ``variants``, ``staging``, where
+        others write under grants) stay.
         """
-        while folder.startswith(self.root + os.sep):
+        while os.path.dirname(folder).startswith(self.root + os.sep):
             try:
                 os.rmdir(folder)
             except OSError:  # not empty (or gone already): the parents are not empty either
                 return
             folder = os.path.dirname(folder)
+
+    def open(self, key):
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound("blob {} is missing".format(key)) from None
+
+    def digest(self, key):
+        sha256, size = hashlib.sha256(), 0
+        with self.open(key) as blob:
+            for chunk in iter(lambda: blob.read(READ_CHUNK), b""):
+                sha256.update(chunk)
+                size += len(chunk)
+        return size, sha256.hexdigest()
+
+    def promote(self, source, target, content_type=None, sha256=None, attempts=2):
+        source_path, target_path = self._path(source), self._path(target)
+        folder = os.path.dirname(target_path)
+        for attempt in range(1, attempts + 1):
+            os.makedirs(folder, exist_ok=True)
+            try:
+                os.replace(source_path, target_path)
+                break
+            except FileNotFoundError:
+                if not os.path.exists(source_path):
+                    raise NotFound("blob {} is missing".format(source)) from None
+                # a delete removed the target's folder, empty, after makedirs: once more
+                if attempt == attempts:
+                    raise
+        if self.fsync:
+            _fsync_dir(folder)
+
+    def stale_keys(self, prefix, older_than):
+        folder = self._path(prefix.rstrip("/"))
+        cutoff = time.time() - older_than
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        return [prefix.rstrip("/") + "/" + entry.name for entry in entries
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff]
+
+    def free_bytes(self):
+        """Free bytes for an unprivileged writer on the filesystem of the root."""
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def mark(self, store_id):
+        """Write ``store_id`` to ``<root>/.store-id``: how others tell they see the same files."""
+        path = os.path.join(self.root, STORE_ID_FILE)
+        try:
+            with open(path) as marker:
+                if marker.read().strip() == store_id:
+                    return
+        except FileNotFoundError:
+            pass
+        fd, tmp_path = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        with os.fdopen(fd, "w") as tmp:
+            tmp.write(store_id + "\n")
+        os.replace(tmp_path, path)
+
+    def ensure_folder(self, prefix):
+        """Make ``prefix``'s folder (where others will write under grants)."""
+        os.makedirs(self._path(prefix.rstrip("/")), exist_ok=True)
 
 
 def _fsync_dir(folder):
