@@ -315,14 +315,15 @@ def reprocess_all(storage, every=False, max_waiting=DEFAULT_MAX_WAITING, err=Non
 
 
 def prune_all(storage, delete=False, out=None, err=None, quiet=False):
-    """List renditions of presets that no longer exist; with ``delete``, delete them.
+    """List renditions no preset asks for any more (a preset, or one of its formats,
+    removed); with ``delete``, delete them.
 
-    Returns ``{preset: {"renditions", "bytes"}}`` as found before deleting.
+    Returns ``{"<preset>.<format>": {"renditions", "bytes"}}`` as found before deleting.
     """
     out = out or sys.stdout
     stale = storage.stale_renditions()
-    for preset, found in sorted(stale.items()):
-        print("{}: {} renditions, {} bytes".format(preset, found["renditions"], found["bytes"]),
+    for name, found in sorted(stale.items()):
+        print("{}: {} renditions, {} bytes".format(name, found["renditions"], found["bytes"]),
               file=out)
     if not stale:
         print("no renditions of presets that no longer exist", file=out)

@@ -16,13 +16,15 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
 from imagepipe.errors import BadRequest
-from imagepipe.ids import check_image_id, check_preset_name
+from imagepipe.ids import check_image_id
 from imagepipe.records import FINISHED, PENDING
+from imagepipe.rendering.focus import focus_from
 from imagepipe.rendering.probe import probe, probe_with_orientation
 from imagepipe.rendering.strip import stored_form
 from imagepipe.storage.direct import store_original
 from imagepipe.web import api
 from imagepipe.web.caching import cache_control, current_version_location
+from imagepipe.web.negotiation import negotiate
 from imagepipe.web.openapi import openapi_spec
 from imagepipe.web.page import PAGE, security_headers, web_assets
 from imagepipe.web.signedurls import signer_for
@@ -53,13 +55,15 @@ class GatewayService:
 
     @http("POST", "/upload", rate="upload", upload=True)
     def upload(self, request):
-        callback_url = callback_url_from(request.args, request.upload.fields)
+        fields = request.upload.fields
+        callback_url = callback_url_from(request.args, fields)
+        focus = focus_from(request.args, fields)
         if callback_url:
             self.callback_urls.check(callback_url)  # SSRF rule: refused before anything is stored
         data, info = self._stored_form(request.upload.read())
         record, _created = store_original(
-            self.storage, self.blobs.direct_for(self.storage), data, asdict(info), callback_url,
-            request.tenant)
+            self.storage, self.blobs.direct_for(self.storage), data,
+            dict(asdict(info), focus=focus), callback_url, request.tenant)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash
         # redelivers the first, and the storage sweeper heals a lost one.
@@ -94,37 +98,42 @@ class GatewayService:
     # handed to the image's tenant and names this one path, so no tenant is checked.
     @http("GET", "/images/<image_id>/<name>", signed_urls=True)
     def image_bytes(self, request, image_id, name):
-        check_image_id(image_id)
-        if name != api.ORIGINAL:
-            check_preset_name(name)
-        blobs = self.blobs.direct_for(self.storage)
-        if blobs is not None:
-            granted = self.storage.grant_read(image_id, name, request.tenant)
-            meta = granted["meta"]
-        else:
-            meta = api.stored_rendition(self.storage.get_image(image_id, request.tenant), name)
+        record = self.storage.get_image(check_image_id(image_id), request.tenant)
         wanted = request.args.get(api.VERSION)
-        if name != api.ORIGINAL and wanted is not None and wanted != api.rendition_version(meta):
-            return self._current_version_redirect(request, image_id, name, meta)
-        headers = {"Cache-Control": cache_control(
+        headers = {"X-Content-Type-Options": "nosniff"}
+        vary = ["Authorization"] if request.tenant is not None else []
+        preset, fmt = name, None
+        if name == api.ORIGINAL:
+            meta = record["original"]
+        else:
+            preset, fmt, meta, negotiated = negotiate(record, name, request.headers.get("Accept"))
+            # what this URL names: one format, or (negotiated) each of the preset's
+            named = record["variants"][preset] if negotiated else meta
+            if wanted is not None and wanted != api.rendition_version(named):
+                return self._current_version_redirect(request, image_id, name, named)
+            if negotiated:
+                vary.append("Accept")
+                headers["Content-Location"] = api.rendition_url(image_id, preset, fmt)
+        if vary:
+            headers["Vary"] = ", ".join(vary)
+        headers["Cache-Control"] = cache_control(
             immutable=name == api.ORIGINAL or wanted is not None,
             shared=request.authorized_by in (OPEN, SIGNATURE),
-            valid_until=getattr(request, "signed_until", None), now=time.time()),
-            "X-Content-Type-Options": "nosniff"}
-        if request.tenant is not None:
-            headers["Vary"] = "Authorization"
+            valid_until=getattr(request, "signed_until", None), now=time.time())
+        blobs = self.blobs.direct_for(self.storage)
         if meta["sha256"] in request.if_none_match:
             # revalidation: answer before touching the bytes
             response = Response(status=304, headers=headers)
         elif blobs is not None:
             # streamed in chunks, after this worker returns, at the client's pace
+            granted = self.storage.grant_read(image_id, preset, request.tenant, fmt)
             body = wrap_file(request.environ, blobs.open(granted["grant"]), DOWNLOAD_CHUNK)
             response = Response(body, mimetype=meta["mime_type"], headers=headers,
                                 direct_passthrough=True)
             response.content_length = meta["bytes"]
         else:
             data = (self.storage.get_original(image_id, request.tenant) if name == api.ORIGINAL
-                    else self.storage.get_variant(image_id, name, request.tenant)[0])
+                    else self.storage.get_variant(image_id, preset, fmt, request.tenant)[0])
             response = Response(data, mimetype=meta["mime_type"], headers=headers)
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)
@@ -132,7 +141,7 @@ class GatewayService:
     def _current_version_redirect(self, request, image_id, name, meta):
         """A stale ``?v=``: never other bytes under it, but a pointer to the current ones."""
         location = current_version_location(
-            api.rendition_path(image_id, name), request.args.items(multi=True),
+            api.rendition_url(image_id, name), request.args.items(multi=True),
             api.rendition_version(meta), self.config.public_url)
         return Response(status=302, headers={"Location": location, "Cache-Control": "no-cache"})
 

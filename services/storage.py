@@ -55,21 +55,21 @@ class StorageService:
         return self.store.list_images(limit, cursor, tenant)
 
     @rpc
-    def grant_read(self, image_id, name, tenant=None):
-        return self.store.grant_read(image_id, name, tenant)
+    def grant_read(self, image_id, name, tenant=None, fmt=None):
+        return self.store.grant_read(image_id, name, tenant, fmt)
 
     @rpc
     def get_original(self, image_id, tenant=None):
         return self.store.get_original(image_id, tenant)
 
     @rpc
-    def get_variant(self, image_id, preset, tenant=None):
-        return self.store.get_variant(image_id, preset, tenant)
+    def get_variant(self, image_id, preset, fmt=None, tenant=None):
+        return self.store.get_variant(image_id, preset, fmt, tenant)
 
     # -- an imaging job's two round trips, and its way out when it gives up --------
     @rpc
-    def claim(self, image_id, retry_failed=False, presets=None):
-        return self.store.claim(image_id, retry_failed, presets)
+    def claim(self, image_id, retry_failed=False, grants=None):
+        return self.store.claim(image_id, retry_failed, grants)
 
     @rpc
     def complete(self, image_id, renditions, replace=False):
@@ -96,31 +96,33 @@ class StorageService:
     # Erasure: the original, every rendition, the rows; then image_deleted.
     @rpc
     def delete_image(self, image_id, tenant=None):
-        return self.store.delete_image(image_id, self._preset_names(), self._announce_deletion,
+        return self.store.delete_image(image_id, self._configured(), self._announce_deletion,
                                        tenant)
 
     # Presets changed: render what is missing (or everything), prune what is gone.
     @rpc
     def reprocess_plan(self, every=False):
         """``{"images": how many a reprocess run would enqueue, "presets": [...]}``."""
-        names = self._preset_names()
-        return {"images": self.store.catalog.count_rendition_gaps(names, every), "presets": names}
+        configured = self._configured()
+        return {"images": self.store.catalog.count_rendition_gaps(configured, every),
+                "presets": list(configured)}
 
     @rpc
     def reprocess_batch(self, cursor=None, every=False, max_waiting=upkeep.DEFAULT_MAX_WAITING,
                         limit=upkeep.DEFAULT_BATCH):
-        return upkeep.reprocess_step(self.store.catalog, self._preset_names(), self.jobs, cursor,
+        return upkeep.reprocess_step(self.store.catalog, self._configured(), self.jobs, cursor,
                                      every, max_waiting, limit)
 
     @rpc
     def stale_renditions(self):
-        """Renditions of presets no longer configured: ``{preset: {"renditions", "bytes"}}``."""
-        return self.store.catalog.stale_renditions(self._preset_names())
+        """Renditions no preset asks for any more (a preset or one of its formats removed):
+        ``{"<preset>.<format>": {"renditions", "bytes"}}``."""
+        return self.store.catalog.stale_renditions(self._configured())
 
     @rpc
     def prune_renditions(self, limit=upkeep.DEFAULT_BATCH):
         """Delete up to ``limit`` of them; ``{"pruned": n, "remaining": n}``."""
-        pruned = self.store.prune_renditions(self._preset_names(), limit)
+        pruned = self.store.prune_renditions(self._configured(), limit)
         remaining = sum(stale["renditions"] for stale in self.stale_renditions().values())
         return {"pruned": pruned, "remaining": remaining}
 
@@ -156,8 +158,9 @@ class StorageService:
             except ImageNotFound:
                 continue  # another storage process finished it meanwhile
 
-    def _preset_names(self):
-        return [preset.name for preset in self.config.presets]
+    def _configured(self):
+        """``{preset: [formats]}`` of config.yaml's presets, in their order."""
+        return {preset.name: list(preset.formats) for preset in self.config.presets}
 
     def _announce_deletion(self, notice):
         self.events(topology.DELETED_EVENT, notice)

@@ -47,6 +47,9 @@ images = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # where to POST the status when the image is finished (imagepipe.webhooks)
     sa.Column("callback_url", sa.Text, nullable=True),
+    # the focal point given at upload (fractions), for cover crops; null: automatic
+    sa.Column("focus_x", sa.Float, nullable=True),
+    sa.Column("focus_y", sa.Float, nullable=True),
     # the API key's tenant that uploaded it (imagepipe.web.keys); None: no tenants
     sa.Column("tenant", sa.String(64), nullable=True),
     sa.Index("ix_images_tenant_created_at", "tenant", "created_at"),
@@ -63,7 +66,7 @@ variants = sa.Table(
     "variants", metadata,
     sa.Column("image_id", sa.String(32), sa.ForeignKey("images.id"), primary_key=True),
     sa.Column("preset", sa.String(32), primary_key=True),
-    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("format", sa.String(16), primary_key=True),
     sa.Column("mime_type", sa.String(64), nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
@@ -71,6 +74,15 @@ variants = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("writes", sa.Integer, nullable=False, default=1),
     sa.Column("created_at", sa.Float, nullable=False),
+    # the format's place in its preset's list (0: preferred; negotiation order)
+    sa.Column("rank", sa.Integer, nullable=False, default=0),
+    # false for renditions stored before formats were part of blob keys
+    sa.Column("format_in_key", sa.Boolean, nullable=False, default=True),
+    sa.Column("placeholder", sa.String(64), nullable=True),  # base64 ThumbHash
+    sa.Column("color", sa.String(7), nullable=True),         # dominant colour, #rrggbb
+    sa.Column("focus_x", sa.Float, nullable=True),           # the point a cover crop centres on
+    sa.Column("focus_y", sa.Float, nullable=True),
+    sa.Column("frames", sa.Integer, nullable=False, default=1),
 )
 
 
@@ -156,9 +168,11 @@ class Catalog:
 
         A re-upload of an image that failed starts it afresh; any other
         re-upload leaves the existing record untouched, except that a
-        ``callback_url`` it names replaces the previous one (the latest wins).
+        ``callback_url`` or ``focus`` it names replaces the previous one (the
+        latest wins; renditions already made keep their crop until reprocessed).
         """
         now = self.clock()
+        focus_x, focus_y = info.get("focus") or (None, None)
         with self.engine.begin() as conn:
             inserted = conn.execute(
                 _insert_ignore(conn, images).values(
@@ -167,6 +181,7 @@ class Catalog:
                     height=info["height"], frames=info.get("frames", 1),
                     bytes=size, status=PENDING, error=None, attempts=0,
                     created_at=now, updated_at=now, callback_url=callback_url, tenant=tenant,
+                    focus_x=focus_x, focus_y=focus_y,
                 ).returning(images.c.id)
             ).first() is not None
             if not inserted and not self._lock_live(conn, image_id):
@@ -176,6 +191,9 @@ class Catalog:
             if not inserted and callback_url:
                 conn.execute(images.update().where(images.c.id == image_id)
                              .values(callback_url=callback_url))
+            if not inserted and focus_x is not None:
+                conn.execute(images.update().where(images.c.id == image_id)
+                             .values(focus_x=focus_x, focus_y=focus_y))
             if not inserted:
                 conn.execute(
                     images.update()
@@ -268,8 +286,8 @@ class Catalog:
         return self.get_image(image_id)
 
     def complete(self, image_id, new_variants, replace=False):
-        """Record renditions (``{preset: meta}``) and finish the image as done,
-        in one transaction; return the record.
+        """Record renditions (``[(preset, meta), ...]``, one per preset and
+        format) and finish the image as done, in one transaction; return the record.
 
         ``ImageNotFound`` (and nothing written) if the image was deleted
         meanwhile.  ``updated_at`` moves whenever a rendition was written, so
@@ -280,7 +298,7 @@ class Catalog:
             if not self._lock_live(conn, image_id):
                 raise ImageNotFound("no image with id {!r} (deleted?)".format(image_id))
             written = [self._add_variant(conn, image_id, preset, meta, replace)
-                       for preset, meta in new_variants.items()]
+                       for preset, meta in new_variants]
             self._finish(conn, image_id, DONE, None)
             if any(written):
                 conn.execute(images.update().where(images.c.id == image_id)
@@ -361,61 +379,69 @@ class Catalog:
 
     # -- renditions and the configured presets ----------------------------
 
-    def rendition_gaps(self, preset_names, cursor=None, limit=100, every=False):
-        """Done images that lack one of ``preset_names``, in id order after ``cursor``.
+    def rendition_gaps(self, configured, cursor=None, limit=100, every=False):
+        """Done images lacking a rendition ``configured`` asks for, in id order after ``cursor``.
 
-        Returns ``[(image_id, [missing preset names])]``.  With ``every``, every
-        done image, each with all of ``preset_names`` (a full re-render).
+        ``configured``: ``{preset: [formats]}`` (the presets of config.yaml).
+        Returns ``[(image_id, [presets that lack a format])]``.  With
+        ``every``, every done image, each with every preset (a full re-render).
         """
-        names = sorted(set(preset_names))
+        pairs = _pairs(configured)
         query = (sa.select(images.c.id).where(images.c.status == DONE)
                  .order_by(images.c.id).limit(limit))
         if cursor is not None:
             query = query.where(images.c.id > str(cursor))
         if not every:
-            query = query.where(_presets_held(names) < len(names))
+            query = query.where(_renditions_held(pairs) < len(pairs))
         with self.engine.connect() as conn:
             image_ids = list(conn.execute(query).scalars())
             held = _variant_rows(conn, image_ids)
         if every:
-            return [(image_id, names) for image_id in image_ids]
-        return [(image_id, sorted(set(names) - {row["preset"] for row in held.get(image_id, [])}))
+            return [(image_id, sorted(configured)) for image_id in image_ids]
+        return [(image_id, sorted({preset for preset, _fmt in set(pairs) - {
+                    (row["preset"], row["format"]) for row in held.get(image_id, [])}}))
                 for image_id in image_ids]
 
-    def count_rendition_gaps(self, preset_names, every=False):
+    def count_rendition_gaps(self, configured, every=False):
         """How many images ``rendition_gaps`` would list in all."""
-        names = sorted(set(preset_names))
+        pairs = _pairs(configured)
         query = sa.select(sa.func.count()).select_from(images).where(images.c.status == DONE)
         if not every:
-            query = query.where(_presets_held(names) < len(names))
+            query = query.where(_renditions_held(pairs) < len(pairs))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar())
 
-    def stale_renditions(self, preset_names):
-        """``{preset: {"renditions": n, "bytes": n}}`` of renditions of presets not in ``preset_names``."""
-        query = (sa.select(variants.c.preset, sa.func.count(), sa.func.sum(variants.c.bytes))
-                 .where(variants.c.preset.not_in(sorted(set(preset_names))))
-                 .group_by(variants.c.preset).order_by(variants.c.preset))
+    def stale_renditions(self, configured):
+        """``{"<preset>.<format>": {"renditions": n, "bytes": n}}`` of renditions that
+        ``configured`` no longer asks for (a preset removed, or one of its formats)."""
+        query = (sa.select(variants.c.preset, variants.c.format, sa.func.count(),
+                           sa.func.sum(variants.c.bytes))
+                 .where(_not_configured(configured))
+                 .group_by(variants.c.preset, variants.c.format)
+                 .order_by(variants.c.preset, variants.c.format))
         with self.engine.connect() as conn:
-            return {preset: {"renditions": int(count), "bytes": int(size or 0)}
-                    for preset, count, size in conn.execute(query).all()}
+            return {"{}.{}".format(preset, fmt): {"renditions": int(count), "bytes": int(size or 0)}
+                    for preset, fmt, count, size in conn.execute(query).all()}
 
-    def stale_rendition_keys(self, preset_names, limit=100):
-        """Up to ``limit`` ``(image_id, preset)`` of renditions of presets not in ``preset_names``."""
-        query = (sa.select(variants.c.image_id, variants.c.preset)
-                 .where(variants.c.preset.not_in(sorted(set(preset_names))))
-                 .order_by(variants.c.image_id, variants.c.preset).limit(limit))
+    def stale_rendition_keys(self, configured, limit=100):
+        """Up to ``limit`` of them: ``[(image_id, preset, {"format", "format_in_key"})]``."""
+        query = (sa.select(variants.c.image_id, variants.c.preset, variants.c.format,
+                           variants.c.format_in_key)
+                 .where(_not_configured(configured))
+                 .order_by(variants.c.image_id, variants.c.preset, variants.c.format).limit(limit))
         with self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(query).all()]
+            return [(image_id, preset, {"format": fmt, "format_in_key": in_key})
+                    for image_id, preset, fmt, in_key in conn.execute(query).all()]
 
     def remove_renditions(self, keys):
-        """Forget renditions ``[(image_id, preset)]``; their images' ``updated_at`` moves."""
+        """Forget renditions ``[(image_id, preset, format)]``; their images' ``updated_at`` moves."""
         now = self.clock()
         with self.engine.begin() as conn:
-            for image_id, preset in keys:
+            for image_id, preset, fmt in keys:
                 conn.execute(variants.delete().where(
-                    variants.c.image_id == image_id, variants.c.preset == preset))
-            for image_id in sorted({image_id for image_id, _preset in keys}):
+                    variants.c.image_id == image_id, variants.c.preset == preset,
+                    variants.c.format == fmt))
+            for image_id in sorted({key[0] for key in keys}):
                 conn.execute(images.update().where(images.c.id == image_id).values(updated_at=now))
 
     def stored_totals(self):
@@ -437,20 +463,24 @@ class Catalog:
     # -- renditions -------------------------------------------------------
 
     def _add_variant(self, conn, image_id, preset, meta, replace):
+        focus_x, focus_y = meta.get("focus") or (None, None)
         values = dict(
-            format=meta["format"], mime_type=meta["mime_type"],
+            mime_type=meta["mime_type"],
             width=meta["width"], height=meta["height"], bytes=meta["bytes"],
-            sha256=meta["sha256"],
+            sha256=meta["sha256"], rank=meta.get("rank", 0), format_in_key=True,
+            placeholder=meta.get("placeholder") or None, color=meta.get("color") or None,
+            focus_x=focus_x, focus_y=focus_y, frames=meta.get("frames", 1),
         )
         inserted = conn.execute(
             _insert_ignore(conn, variants).values(
-                image_id=image_id, preset=preset, writes=1,
+                image_id=image_id, preset=preset, format=meta["format"], writes=1,
                 created_at=self.clock(), **values).returning(variants.c.preset)
         ).first() is not None
         if not inserted and replace:
             conn.execute(
                 variants.update()
-                .where(variants.c.image_id == image_id, variants.c.preset == preset)
+                .where(variants.c.image_id == image_id, variants.c.preset == preset,
+                       variants.c.format == meta["format"])
                 .values(writes=variants.c.writes + 1, created_at=self.clock(), **values)
             )
             return True
@@ -471,7 +501,7 @@ def _variant_rows(conn, image_ids):
         return {}
     rows = conn.execute(
         variants.select().where(variants.c.image_id.in_(image_ids))
-        .order_by(variants.c.image_id, variants.c.preset)
+        .order_by(variants.c.image_id, variants.c.preset, variants.c.rank, variants.c.format)
     ).mappings().all()
     grouped = {}
     for row in rows:
@@ -479,11 +509,22 @@ def _variant_rows(conn, image_ids):
     return grouped
 
 
-def _presets_held(names):
-    """How many of the presets ``names`` an image row has renditions of (a correlated subquery)."""
+def _pairs(configured):
+    """``{preset: [formats]}`` as sorted ``(preset, format)`` pairs."""
+    return sorted({(preset, fmt) for preset, formats in configured.items() for fmt in formats})
+
+
+def _renditions_held(pairs):
+    """How many of the ``(preset, format)`` pairs an image row has renditions of
+    (a correlated subquery)."""
     return (sa.select(sa.func.count()).select_from(variants)
-            .where(variants.c.image_id == images.c.id, variants.c.preset.in_(names))
+            .where(variants.c.image_id == images.c.id,
+                   sa.tuple_(variants.c.preset, variants.c.format).in_(pairs))
             .scalar_subquery())
+
+
+def _not_configured(configured):
+    return sa.tuple_(variants.c.preset, variants.c.format).not_in(_pairs(configured))
 
 
 def _parse_cursor(cursor):
@@ -519,21 +560,44 @@ def _image_record(row, variant_rows):
             "bytes": row["bytes"],
             "sha256": row["sha256"],
         },
-        "variants": {
-            variant["preset"]: {
-                "format": variant["format"],
-                "mime_type": variant["mime_type"],
-                "width": variant["width"],
-                "height": variant["height"],
-                "bytes": variant["bytes"],
-                "sha256": variant["sha256"],
-                "writes": variant["writes"],
-                "created_at": isoformat(variant["created_at"]),
-            }
-            for variant in variant_rows
-        },
+        "variants": _variants_by_preset(variant_rows),
         "created_at": isoformat(row["created_at"]),
         "updated_at": isoformat(row["updated_at"]),
         "callback_url": row["callback_url"],
         "tenant": row["tenant"],
+        "focus": _point(row["focus_x"], row["focus_y"]),
     }
+
+
+def _variants_by_preset(variant_rows):
+    """``{preset: preferred format's meta + "formats": {format: meta}}``.
+
+    Rows come ordered by preset and rank, so each preset's first row is its
+    preferred format, which also describes the preset as a whole (the shape
+    from before presets had several formats).
+    """
+    by_preset = {}
+    for variant in variant_rows:
+        meta = {
+            "format": variant["format"],
+            "mime_type": variant["mime_type"],
+            "width": variant["width"],
+            "height": variant["height"],
+            "bytes": variant["bytes"],
+            "sha256": variant["sha256"],
+            "writes": variant["writes"],
+            "created_at": isoformat(variant["created_at"]),
+            "rank": variant["rank"],
+            "format_in_key": variant["format_in_key"],
+            "placeholder": variant["placeholder"],
+            "color": variant["color"],
+            "focus": _point(variant["focus_x"], variant["focus_y"]),
+            "frames": variant["frames"],
+        }
+        entry = by_preset.setdefault(variant["preset"], dict(meta, formats={}))
+        entry["formats"][variant["format"]] = meta
+    return by_preset
+
+
+def _point(x, y):
+    return None if x is None else [x, y]

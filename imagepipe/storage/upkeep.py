@@ -31,14 +31,16 @@ def reprocess_job(image_id, presets=None):
     return job
 
 
-def reprocess_step(catalog, preset_names, queue, cursor=None, every=False,
+def reprocess_step(catalog, configured, queue, cursor=None, every=False,
                    max_waiting=DEFAULT_MAX_WAITING, limit=DEFAULT_BATCH):
     """Enqueue the next jobs of a reprocess run, as many as the job queue has room for.
 
-    ``queue`` has ``waiting()`` (ready jobs in the job queue) and
-    ``redispatch(job)``.  Images are taken in id order after ``cursor``:
-    done images that lack one of ``preset_names`` (a job renders just those),
-    or with ``every`` every done image (a job renders every preset again).
+    ``configured``: ``{preset: [formats]}``.  ``queue`` has ``waiting()``
+    (ready jobs in the job queue) and ``redispatch(job)``.  Images are taken
+    in id order after ``cursor``: done images that lack a configured
+    rendition -- a preset, or a format of one -- (a job renders those
+    presets), or with ``every`` every done image (a job renders every preset
+    again).
 
     Returns ``{"enqueued", "cursor", "finished", "waiting"}``.  Call again
     with the returned ``cursor`` until ``finished``; an answer that enqueued
@@ -49,7 +51,7 @@ def reprocess_step(catalog, preset_names, queue, cursor=None, every=False,
     room = min(limit, max_waiting - waiting)
     if room <= 0:
         return {"enqueued": 0, "cursor": cursor, "finished": False, "waiting": waiting}
-    gaps = catalog.rendition_gaps(preset_names, cursor, room, every)
+    gaps = catalog.rendition_gaps(configured, cursor, room, every)
     for image_id, missing in gaps:
         queue.redispatch(reprocess_job(image_id, None if every else missing))
     return {

@@ -78,7 +78,8 @@ class Renderer(DependencyProvider):
         self.pool = RenderPool(
             size=settings.render_workers, timeout=settings.render_timeout,
             memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
-            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels},
+            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels,
+                           "animation_limits": settings.animation_limits},
             seconds_per_megapixel=settings.render_seconds_per_megapixel,
             seconds_min=settings.render_seconds_min, decode_limits=settings.decode_limits,
             sandbox=settings.render_sandbox)

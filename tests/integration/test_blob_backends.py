@@ -7,15 +7,13 @@ With S3, no blob may land under STORAGE_ROOT -- and with S3 + PostgreSQL,
 nothing at all: such a storage process keeps nothing local and can be
 replaced or run several times over.
 """
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from imagepipe.ids import content_sha256
-from tests.helpers import ScratchDatabase, make_jpeg, wait_for_status
+from tests.helpers import ScratchDatabase, decode, make_jpeg, wait_for_status
 
 PREFIX = "pipeline/blobs"
 
@@ -96,12 +94,6 @@ def pipeline_config(pipeline_config, backend):
     return pipeline_config
 
 
-def decode(data):
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
 def test_upload_process_download_on_every_backend(backend, pipeline, web):
     data = make_jpeg(1600, 1200)
     response = web.post("/upload", files={"image": ("photo.jpg", data)})
@@ -125,7 +117,7 @@ def test_upload_process_download_on_every_backend(backend, pipeline, web):
     shard = image_id[:2]
     assert backend.blob_keys() == sorted(
         ["originals/{}/{}".format(shard, image_id)]
-        + ["variants/{}/{}/{}".format(shard, image_id, preset) for preset in expected_sizes])
+        + ["variants/{}/{}/{}.webp".format(shard, image_id, preset) for preset in expected_sizes])
     if backend.uses_s3:
         assert_objects_carry_type_and_checksum(backend, image_id, data, downloads)
         # no blob under STORAGE_ROOT; at most the SQLite catalog
@@ -140,7 +132,7 @@ def assert_objects_carry_type_and_checksum(backend, image_id, original, renditio
     client = backend.s3_server.client()
     shard = image_id[:2]
     expected = {"originals/{}/{}".format(shard, image_id): ("image/jpeg", original)}
-    expected.update({"variants/{}/{}/{}".format(shard, image_id, preset): ("image/webp", data)
+    expected.update({"variants/{}/{}/{}.webp".format(shard, image_id, preset): ("image/webp", data)
                      for preset, data in renditions.items()})
     for key, (content_type, data) in expected.items():
         head = client.head_object(Bucket=backend.bucket, Key=PREFIX + "/" + key)

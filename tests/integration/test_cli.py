@@ -142,7 +142,7 @@ def test_reprocess_and_prune_follow_the_presets(runner_factory, pipeline_config,
 
     listed = operator_cli(pipeline_config, "prune")
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.startswith("old: 2 renditions, ")
+    assert listed.stdout.startswith("old.webp: 2 renditions, ")
     assert wait_for_presets(web, image_ids[0], {"thumb", "old", "tiny"})  # listing deletes nothing
     pruned = operator_cli(pipeline_config, "prune", "--delete", "--quiet")
     assert pruned.returncode == 0 and pruned.stdout.endswith("deleted 2 renditions\n"), pruned.stdout

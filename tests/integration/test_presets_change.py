@@ -93,6 +93,14 @@ def test_a_rerender_gets_new_versioned_urls_and_the_plain_url_revalidates(
     assert stale.headers["Location"] == after["versioned_url"]
     assert stale.headers["Cache-Control"] == "no-cache"
     assert web.get(before["versioned_url"]).content == fresh.content  # following it
+    # each format's own URL the same way: a new version, the old one leads to it
+    old_webp, new_webp = before["formats"]["webp"], after["formats"]["webp"]
+    assert old_webp["version"] != new_webp["version"]
+    moved = web.get(old_webp["versioned_url"], allow_redirects=False)
+    assert (moved.status_code, moved.headers["Location"]) == (302, new_webp["versioned_url"])
+    current = web.get(new_webp["versioned_url"])
+    assert current.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert "Vary" not in current.headers  # one format: no Accept negotiation
 
 
 def wait_until(web, image_id, predicate, what, timeout=60.0):
@@ -150,7 +158,7 @@ def test_renditions_of_removed_presets_are_listed_then_pruned(
 
     start(runner_factory, pipeline_config, {"thumb": THUMB}, GatewayService, StorageService)
     listed = prune_all(storage, delete=False, quiet=True)
-    assert listed == {"small": {"renditions": 2, "bytes": sum(
+    assert listed == {"small.jpeg": {"renditions": 2, "bytes": sum(
         status["variants"]["small"]["bytes"] for status in before.values())}}
     assert web.get(before[image_ids[0]]["variants"]["small"]["url"]).status_code == 200  # listing only
 
@@ -163,6 +171,6 @@ def test_renditions_of_removed_presets_are_listed_then_pruned(
         assert web.get(status["variants"]["small"]["url"]).status_code == 404
     variants = Path(pipeline_config["STORAGE_ROOT"]) / "variants"
     files = [path.name for path in variants.rglob("*") if path.is_file()]
-    assert sorted(files) == ["thumb", "thumb"]
+    assert sorted(files) == ["thumb.webp", "thumb.webp"]
     out = capsys.readouterr().out
-    assert "small: 2 renditions" in out and "deleted 2 renditions" in out
+    assert "small.jpeg: 2 renditions" in out and "deleted 2 renditions" in out

@@ -10,7 +10,10 @@ from imagepipe.web.caching import cache_control, current_version_location
 from imagepipe.web.signedurls import UrlSigner, is_signed, signer_for
 from tests.unit.test_gateway_http import IMAGE_ID, RECORD
 
-VERSION = "d" * 16  # RECORD's thumb: SHA-256 "ddd…"
+# RECORD's thumb, one webp format with SHA-256 "ddd…": the format's version is
+# its first 16 digits, the preset's a hash over "format:sha256" of each format
+FORMAT_VERSION = "d" * 16
+VERSION = api.rendition_version({"formats": {"webp": {"sha256": "d" * 64}}})
 
 
 def query(url):
@@ -24,9 +27,20 @@ def signer(now=1_000_000.0, ttl=3600):
 def test_every_rendition_has_a_plain_and_a_versioned_url():
     thumb = api.image_status(RECORD, "https://img.example")["variants"]["thumb"]
     assert thumb["url"] == "https://img.example/images/{}/thumb".format(IMAGE_ID)
-    assert thumb["version"] == VERSION
+    assert thumb["version"] == VERSION and len(VERSION) == 16 and VERSION != FORMAT_VERSION
     assert thumb["versioned_url"] == thumb["url"] + "?v=" + VERSION
-    assert "signed_url" not in thumb
+    webp = thumb["formats"]["webp"]
+    assert webp["url"] == thumb["url"] + ".webp"
+    assert (webp["version"], webp["versioned_url"]) == (
+        FORMAT_VERSION, webp["url"] + "?v=" + FORMAT_VERSION)
+    assert "signed_url" not in thumb and "signed_url" not in webp
+
+
+def test_a_presets_version_follows_every_one_of_its_formats():
+    formats = {"webp": {"sha256": "a" * 64}, "avif": {"sha256": "b" * 64}}
+    before = api.rendition_version({"formats": formats})
+    assert api.rendition_version({"formats": dict(formats, avif={"sha256": "c" * 64})}) != before
+    assert api.rendition_version({"formats": dict(reversed(list(formats.items())))}) == before
 
 
 def test_signed_urls_are_added_with_a_signer_and_verify():
@@ -34,6 +48,9 @@ def test_signed_urls_are_added_with_a_signer_and_verify():
     thumb, original = status["variants"]["thumb"], status["original"]
     assert thumb["signed_url"].startswith("/images/{}/thumb?v={}&expires=".format(IMAGE_ID, VERSION))
     assert signer().verify(urlsplit(thumb["signed_url"]).path, query(thumb["signed_url"]))
+    webp = thumb["formats"]["webp"]["signed_url"]
+    assert webp.startswith("/images/{}/thumb.webp?v={}&expires=".format(IMAGE_ID, FORMAT_VERSION))
+    assert signer().verify(urlsplit(webp).path, query(webp))
     assert original["signed_url"].startswith("/images/{}/original?expires=".format(IMAGE_ID))
     assert signer().verify("/images/{}/original".format(IMAGE_ID), query(original["signed_url"]))
 

@@ -1,7 +1,7 @@
 """Deleting images, renditions that change, and presets that change -- in the storage model.
 
-Real SQLite and real files here; tests/integration/test_catalog_postgres.py
-runs every test of this module again on PostgreSQL.
+Real files, and the catalog of tests/unit/test_store.py's ``store``: every
+test runs on SQLite and on PostgreSQL (marker ``postgres``).
 """
 import os
 
@@ -12,13 +12,25 @@ from imagepipe.errors import Conflict, ImageNotFound
 from imagepipe.ids import content_sha256
 from imagepipe.storage.blobs import original_key, variant_key
 from imagepipe.storage.upkeep import reprocess_step
-from tests.unit.test_store import INFO, META, rendition, store  # noqa: F401 (store: a fixture)
+from tests.helpers import ORIGINAL_INFO as INFO
+from tests.helpers import RENDITION_META as META
+from tests.unit.test_store import catalog_url, store  # noqa: F401 (fixtures)
+
+MIME = {"webp": "image/webp", "avif": "image/avif", "jpeg": "image/jpeg"}
+
+
+def rendition(preset, data, fmt="webp"):
+    return {"preset": preset, "data": data, "meta": dict(META, format=fmt, mime_type=MIME[fmt])}
 
 
 def done_image(store, data, presets=("thumb", "medium")):
+    """A done image with ``presets`` (names, in webp; or ``{name: [formats]}``)."""
+    if not isinstance(presets, dict):
+        presets = {name: ["webp"] for name in presets}
     image_id = store.put_original(data, INFO)[0]["id"]
     store.claim(image_id)
-    store.complete(image_id, [rendition(name, data + name.encode()) for name in presets])
+    store.complete(image_id, [rendition(name, data + name.encode() + fmt.encode(), fmt)
+                              for name, formats in presets.items() for fmt in formats])
     return image_id
 
 
@@ -39,7 +51,7 @@ def catalog_rows(store):
 # -- delete ------------------------------------------------------------------------
 
 def test_delete_leaves_no_blob_and_no_row(store):
-    image_id = done_image(store, b"photo", presets=("thumb", "medium"))
+    image_id = done_image(store, b"photo", presets={"thumb": ["avif", "webp"], "medium": ["webp"]})
     keep = done_image(store, b"another")
     announced = []
     notice = store.delete_image(image_id, announce=announced.append)
@@ -61,9 +73,10 @@ def test_delete_leaves_no_blob_and_no_row(store):
 
 def test_delete_also_removes_renditions_nobody_recorded(store):
     image_id = done_image(store, b"raced", presets=("thumb",))
-    # a job wrote this one and died before recording it
-    store.blobs.put(variant_key(image_id, "medium"), b"orphan")
-    store.delete_image(image_id, presets=["thumb", "medium"])
+    # a job wrote these and died before recording them (one under a pre-format key)
+    store.blobs.put(variant_key(image_id, "medium", "avif"), b"orphan")
+    store.blobs.put(variant_key(image_id, "thumb", "jpeg"), b"orphan too")
+    store.delete_image(image_id, presets={"thumb": ["webp", "jpeg"], "medium": ["avif"]})
     assert blob_files(store) == []
     # no empty folders left either, but the top-level ones
     assert [folder for folder, _, _ in os.walk(store.blobs.root)
@@ -115,7 +128,7 @@ def test_a_delete_while_a_job_writes_its_renditions_wins_and_the_job_cleans_up(s
 
     def put_then_delete(key, *args, **kwargs):
         put(key, *args, **kwargs)
-        if key == variant_key(image_id, "thumb"):
+        if key == variant_key(image_id, "thumb", "webp"):
             store.delete_image(image_id)  # lands between the job's blob writes and its commit
 
     store.blobs.put = put_then_delete
@@ -134,7 +147,7 @@ def granted(store, grant, data):
 
 def test_renditions_written_under_grants_for_a_deleted_image_go_too(store):
     image_id = store.put_original(b"claim-checked", INFO)[0]["id"]
-    grant = store.claim(image_id, presets=["thumb"])["renditions"]["thumb"]
+    [grant] = store.claim(image_id, grants=1)["renditions"]
     staged = granted(store, grant, b"rendition")
     store.delete_image(image_id)  # before the job's complete
     with pytest.raises(ImageNotFound):
@@ -144,7 +157,7 @@ def test_renditions_written_under_grants_for_a_deleted_image_go_too(store):
 
 def test_a_delete_during_a_claim_checked_complete_leaves_nothing(store):
     image_id = store.put_original(b"claim-checked too", INFO)[0]["id"]
-    grant = store.claim(image_id, presets=["thumb"])["renditions"]["thumb"]
+    [grant] = store.claim(image_id, grants=1)["renditions"]
     staged = granted(store, grant, b"rendition")
     promote = store.blobs.promote
 
@@ -219,17 +232,21 @@ def test_rendition_gaps_name_what_each_done_image_lacks(store):
     partial = done_image(store, b"partial", presets=("thumb",))
     store.put_original(b"pending", INFO)  # not done: its own job renders everything
     catalog = store.catalog
-    assert catalog.rendition_gaps(["thumb", "medium"]) == [(partial, ["medium"])]
-    assert catalog.count_rendition_gaps(["thumb", "medium"]) == 1
-    assert catalog.rendition_gaps(["thumb", "medium", "small"]) == sorted(
-        [(full, ["small"]), (partial, ["medium", "small"])])
-    every = catalog.rendition_gaps(["thumb"], every=True)
+    configured = {"thumb": ["webp"], "medium": ["webp"]}
+    assert catalog.rendition_gaps(configured) == [(partial, ["medium"])]
+    assert catalog.count_rendition_gaps(configured) == 1
+    # a preset added, and a format added to one
+    more = {"thumb": ["avif", "webp"], "medium": ["webp"], "small": ["webp"]}
+    assert catalog.rendition_gaps(more) == sorted(
+        [(full, ["small", "thumb"]), (partial, ["medium", "small", "thumb"])])
+    assert catalog.count_rendition_gaps(more) == 2
+    every = catalog.rendition_gaps({"thumb": ["webp"]}, every=True)
     assert every == sorted([(full, ["thumb"]), (partial, ["thumb"])])
-    assert catalog.count_rendition_gaps(["thumb"], every=True) == 2
+    assert catalog.count_rendition_gaps({"thumb": ["webp"]}, every=True) == 2
     # pages in id order after the cursor
     first_id = min(full, partial)
-    assert [image_id for image_id, _ in catalog.rendition_gaps(["thumb"], first_id, every=True)] == [
-        max(full, partial)]
+    assert [image_id for image_id, _ in catalog.rendition_gaps(
+        {"thumb": ["webp"]}, first_id, every=True)] == [max(full, partial)]
 
 
 class Queue:
@@ -246,14 +263,17 @@ class Queue:
         self.jobs.append(job)
 
 
+SMALL_ADDED = {"thumb": ["webp"], "small": ["webp"]}
+
+
 def test_reprocess_steps_never_fill_the_queue_beyond_max_waiting(store):
     image_ids = sorted(done_image(store, "image {}".format(n).encode(), ("thumb",)) for n in range(5))
     queue = Queue(waiting=1)  # an upload is waiting already
-    step = reprocess_step(store.catalog, ["thumb", "small"], queue, max_waiting=3)
+    step = reprocess_step(store.catalog, SMALL_ADDED, queue, max_waiting=3)
     assert (step["enqueued"], step["finished"], queue.waiting()) == (2, False, 3)
     assert queue.jobs == [{"id": image_id, "reprocess": True, "presets": ["small"]}
                           for image_id in image_ids[:2]]
-    full = reprocess_step(store.catalog, ["thumb", "small"], queue, step["cursor"], max_waiting=3)
+    full = reprocess_step(store.catalog, SMALL_ADDED, queue, step["cursor"], max_waiting=3)
     assert (full["enqueued"], full["finished"], full["cursor"]) == (0, False, step["cursor"])
 
     # imaging takes one job between steps: the run goes on, never above 3 waiting
@@ -262,7 +282,7 @@ def test_reprocess_steps_never_fill_the_queue_beyond_max_waiting(store):
     while not step["finished"]:
         queue.jobs.pop(0)
         before = len(queue.jobs)
-        step = reprocess_step(store.catalog, ["thumb", "small"], queue, cursor, max_waiting=3)
+        step = reprocess_step(store.catalog, SMALL_ADDED, queue, cursor, max_waiting=3)
         assert queue.waiting() <= 3
         enqueued += [job["id"] for job in queue.jobs[before:]]
         cursor, steps = step["cursor"], steps + 1
@@ -273,27 +293,31 @@ def test_reprocess_steps_never_fill_the_queue_beyond_max_waiting(store):
 def test_reprocess_of_every_preset_names_none(store):
     image_id = done_image(store, b"every", ("thumb",))
     queue = Queue()
-    step = reprocess_step(store.catalog, ["thumb"], queue, every=True)
+    step = reprocess_step(store.catalog, {"thumb": ["webp"]}, queue, every=True)
     assert step["finished"] and queue.jobs == [{"id": image_id, "reprocess": True}]
 
 
 def test_stale_renditions_are_listed_and_pruned(store):
     now = [1000.0]
     store.catalog.clock = lambda: now[0]
-    image_id = done_image(store, b"stale", presets=("thumb", "old", "older"))
+    image_id = done_image(store, b"stale", presets={"thumb": ["avif", "webp"], "old": ["webp"],
+                                                    "older": ["webp"]})
     other = done_image(store, b"stale too", presets=("thumb", "old"))
-    stale = store.catalog.stale_renditions(["thumb"])
-    assert set(stale) == {"old", "older"} and stale["old"]["renditions"] == 2
-    assert stale["old"]["bytes"] == len(b"staleold") + len(b"stale tooold")
+    configured = {"thumb": ["webp"]}  # "old" and "older" removed, and thumb's avif
+    stale = store.catalog.stale_renditions(configured)
+    assert set(stale) == {"old.webp", "older.webp", "thumb.avif"}
+    assert stale["old.webp"]["renditions"] == 2
+    assert stale["old.webp"]["bytes"] == len(b"staleoldwebp") + len(b"stale toooldwebp")
 
     now[0] += 5
-    assert store.prune_renditions(["thumb"], limit=2) == 2
-    assert store.prune_renditions(["thumb"], limit=100) == 1
-    assert store.prune_renditions(["thumb"]) == 0
-    assert store.catalog.stale_renditions(["thumb"]) == {}
+    assert store.prune_renditions(configured, limit=2) == 2
+    assert store.prune_renditions(configured, limit=100) == 2
+    assert store.prune_renditions(configured) == 0
+    assert store.catalog.stale_renditions(configured) == {}
     for kept in (image_id, other):
         record = store.get_image(kept)
         assert list(record["variants"]) == ["thumb"]
+        assert list(record["variants"]["thumb"]["formats"]) == ["webp"]
         assert record["updated_at"].startswith("1970-01-01T00:16:45")  # moved to 1005
     assert sorted(name for name in blob_files(store) if name.startswith("variants")) == sorted(
-        "variants/{}/{}/thumb".format(kept[:2], kept) for kept in (image_id, other))
+        "variants/{}/{}/thumb.webp".format(kept[:2], kept) for kept in (image_id, other))
