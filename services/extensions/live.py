@@ -2,12 +2,11 @@
 
 ``LiveStatus`` owns this process's ``imagepipe.web.live.StatusWatchers``.
 The gateway's broadcast ``image_processed`` and ``image_deleted`` handlers
-wake the watchers; each
-stream is a generator that werkzeug iterates *after* the HTTP worker has
-returned its Response, so an open stream holds no worker slot.  A stream
-re-reads status through the storage proxy of the worker that opened it:
-its replies come through the container's reply listener, which lives as
-long as the container, not the worker.
+wake the watchers; each stream is a generator that werkzeug iterates *after*
+the HTTP worker has returned its Response, so an open stream holds no worker
+slot.  A stream re-reads status through the storage proxy of the worker
+that opened it: its replies come through the container's reply listener,
+which lives as long as the container, not the worker.
 """
 import logging
 
@@ -67,10 +66,10 @@ class LiveStatus(DependencyProvider):
         the stream.  ``read_record`` raising (unknown id: 404) answers
         before anything is streamed.
         """
-        watch = self.watchers.watch(image_id)
         def read_status():
             return api.image_status(read_record(), self.public_url, self.signer)
 
+        watch = self.watchers.watch(image_id)
         try:
             first_status = read_status()
         except BaseException:
