@@ -105,11 +105,11 @@ def mean_difference(a, b):
     return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
 
 
-def wait_for_status(web, image_id, statuses=("done", "failed"), timeout=30.0):
+def wait_for_status(web, image_id, statuses=("done", "failed"), timeout=30.0, headers=None):
     last = {}
 
     def reached():
-        response = web.get("/images/{}".format(image_id))
+        response = web.get("/images/{}".format(image_id), headers=headers)
         assert response.status_code == 200, response.text
         last["body"] = response.json()
         return last["body"] if last["body"]["status"] in statuses else None

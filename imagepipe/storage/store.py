@@ -95,7 +95,7 @@ class ImageStore:
             except InsufficientStorage:
                 self.blobs.delete(staged)
                 raise
-            self.blobs.promote(staged, key, info["mime_type"], sha256)
+            self.blobs.promote(staged, key, info["mime_type"], sha256, size)
         return self._add_image(key, wrote, image_id, sha256, info, size, callback_url, tenant)
 
     def _add_image(self, key, wrote, image_id, *record):
@@ -241,7 +241,7 @@ class ImageStore:
             self.blobs.delete(staged)
             return None
         self.blobs.promote(staged, variant_key(image_id, preset, meta["format"]), meta["mime_type"],
-                           rendition["sha256"])
+                           rendition["sha256"], rendition["bytes"])
         return dict(meta, bytes=rendition["bytes"], sha256=rendition["sha256"])
 
     def get_variant(self, image_id, preset, fmt=None, tenant=None):

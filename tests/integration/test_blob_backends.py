@@ -7,6 +7,7 @@ With S3, no blob may land under STORAGE_ROOT -- and with S3 + PostgreSQL,
 nothing at all: such a storage process keeps nothing local and can be
 replaced or run several times over.
 """
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,10 +69,13 @@ class Backend:
             engine.dispose()
 
 
-@pytest.fixture(params=["files+sqlite", "s3+sqlite", "s3+postgresql"])
+@pytest.fixture(params=["files+sqlite+direct", "files+sqlite+rpc", "s3+sqlite+direct",
+                        "s3+sqlite+rpc", "s3+postgresql+direct"])
 def backend(request, tmp_path, monkeypatch, s3_bucket):
-    blobs, catalog = request.param.split("+")
-    backend = Backend(request.param, tmp_path / "storage")
+    """A store, a catalog, and how gateway and imaging reach the blobs: under
+    storage's grants (the claim-check path) or with the bytes in the RPC calls."""
+    blobs, catalog, access = request.param.split("+")
+    backend = Backend(request.param, tmp_path / "storage", {"BLOB_ACCESS": access})
     if blobs == "s3":
         server = request.getfixturevalue("s3_server")
         backend.s3_server, backend.bucket = server, s3_bucket
@@ -94,7 +98,15 @@ def pipeline_config(pipeline_config, backend):
     return pipeline_config
 
 
-def test_upload_process_download_on_every_backend(backend, pipeline, web):
+@pytest.fixture
+def provider_logs(caplog):
+    """INFO records of the providers, from before the services start."""
+    caplog.set_level(logging.INFO, logger="services.extensions.providers")
+    return caplog
+
+
+def test_upload_process_download_on_every_backend(backend, provider_logs, pipeline, web):
+    caplog = provider_logs
     data = make_jpeg(1600, 1200)
     response = web.post("/upload", files={"image": ("photo.jpg", data)})
     assert response.status_code == 202, response.text
@@ -102,6 +114,11 @@ def test_upload_process_download_on_every_backend(backend, pipeline, web):
 
     status = wait_for_status(web, image_id)
     assert status["status"] == "done", status
+    # gateway and imaging each said once which way the bytes went
+    path = "go directly to the blob store" if backend.name.endswith("direct") else "travel over RPC"
+    said = [record.getMessage() for record in caplog.get_records("setup") + caplog.records
+            if record.getMessage().split(": ", 1)[-1].startswith("image bytes")]
+    assert len(said) == 2 and all(path in message for message in said), said
     expected_sizes = {"thumb": (256, 192), "medium": (1024, 768)}
     downloads = {}
     for preset, variant in status["variants"].items():

@@ -94,11 +94,12 @@ def test_metrics_count_uploads_jobs_renders_and_bytes(observed_pipeline, web):
     assert value(after, "imagepipe_stored_bytes", kind="original") == sum(map(len, originals))
     assert value(after, "imagepipe_stored_bytes", kind="variant") == variant_bytes
 
-    # latency: storage's side of each put_original, and the gateway's round trip
+    # latency: storage's side of each upload's registration (the claim-check
+    # path: the gateway wrote the bytes itself), and the gateway's round trip
     assert delta(before, after, "imagepipe_worker_seconds_count", service="storage",
-                 entrypoint="put_original", outcome="ok") == 3
+                 entrypoint="register_original", outcome="ok") == 3
     assert delta(before, after, "imagepipe_rpc_client_seconds_count",
-                 method="storage.put_original") == 3
+                 method="storage.register_original") == 3
     assert delta(before, after, "imagepipe_worker_seconds_count", service="gateway",
                  entrypoint="upload", outcome="error") == 1
 

@@ -175,3 +175,19 @@ def test_fail_over_uri_reaches_every_node_with_kombu():
     assert [alternate.split("@")[1] for alternate in connection.alt] == [
         "{}:5672/".format(node) for node in CLUSTER_NODES]
     assert connection.hostname == "rabbit-1"
+
+
+def test_gateway_and_imaging_see_the_store_read_only_except_its_staging_folder():
+    """The claim-check path: they write only staged blobs; storage moves checked ones into place."""
+    services = compose()["services"]
+    for name in ("gateway", "imaging"):
+        volumes = services[name]["volumes"]
+        assert {"type": "volume", "source": "storage-data", "target": "/data",
+                "read_only": True} in volumes, name
+        staging = [volume for volume in volumes if volume["target"] == "/data/staging"]
+        assert staging and not staging[0].get("read_only") and staging[0]["volume"] == {
+            "subpath": "staging"}, name
+        assert services[name]["environment"]["STORAGE_ROOT"] == "/data"
+        assert services[name]["depends_on"]["storage"]["condition"] == "service_healthy"
+    assert "storage-data:/data" in services["storage"]["volumes"]
+    assert "volumes" not in services["webhooks"]

@@ -83,10 +83,11 @@ class BlobStore(ABC):
         """``(size, sha256 hex)`` of the stored bytes, read back; ``errors.NotFound`` if none."""
 
     @abstractmethod
-    def promote(self, source, target, content_type, sha256):
+    def promote(self, source, target, content_type, sha256, size=None):
         """Move blob ``source`` to ``target`` durably (replacing it); ``source`` is gone after.
 
-        ``content_type`` and ``sha256`` describe the checked bytes, as ``put`` takes them.
+        ``content_type``, ``sha256`` and ``size`` describe the checked bytes
+        (``size`` only for whoever meters writes).
         """
 
     @abstractmethod

@@ -105,7 +105,7 @@ class FileBlobStore(BlobStore):
                 size += len(chunk)
         return size, sha256.hexdigest()
 
-    def promote(self, source, target, content_type=None, sha256=None, attempts=2):
+    def promote(self, source, target, content_type=None, sha256=None, size=None, attempts=2):
         source_path, target_path = self._path(source), self._path(target)
         folder = os.path.dirname(target_path)
         for attempt in range(1, attempts + 1):

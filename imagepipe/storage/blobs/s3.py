@@ -110,7 +110,7 @@ class S3BlobStore(BlobStore):
             body.close()
         return size, sha256.hexdigest()
 
-    def promote(self, source, target, content_type, sha256):
+    def promote(self, source, target, content_type, sha256, size=None):
         # a server-side copy: the bytes never come through this process; the
         # copy gets the type, hash and checksum put() gives an object
         with self._errors(source):
