@@ -358,7 +358,12 @@ def _operator_storage(args):
         raise CliError("no config file {} (--config, or $IMAGEPIPE_CONFIG)".format(args.config))
     # nameko's imports warn about eventlet's and pkg_resources' futures: not the operator's news
     warnings.filterwarnings("ignore", message="(?s).*(Eventlet|pkg_resources) is deprecated")
-    from services.operator import storage_rpc  # nameko, only for operator commands
+    try:
+        from services.operator import storage_rpc  # nameko, only for operator commands
+    except ImportError as exc:  # `pip install .` installs the HTTP client alone
+        raise CliError("{} needs the services' code and nameko ({}): run it from the "
+                       "repository or in a service container, e.g. docker compose exec storage "
+                       "python -m imagepipe {}".format(args.command, exc, args.command)) from None
 
     return storage_rpc(args.config, args.amqp_uri)
 

@@ -1,9 +1,10 @@
 """The CLI's pure parts: the server-sent events parser, the folder walk, the operator loops."""
 import io
+import sys
 
 import pytest
 
-from imagepipe.cli import CliError, collect_files, parse_events, prune_all, reprocess_all
+from imagepipe.cli import CliError, collect_files, main, parse_events, prune_all, reprocess_all
 
 
 def test_events_are_split_at_blank_lines():
@@ -86,3 +87,12 @@ def test_prune_all_lists_and_only_deletes_when_asked():
     assert storage.pruned == 0 and out.getvalue() == "old: 3 renditions, 300 bytes\n"
     prune_all(storage, delete=True, out=out, quiet=True)
     assert storage.pruned == 3 and out.getvalue().endswith("deleted 3 renditions\n")
+
+
+def test_operator_commands_without_the_services_say_where_to_run_them(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "services.operator", None)  # a `pip install .` client
+    config = tmp_path / "config.yaml"
+    config.write_text("AMQP_URI: amqp://nowhere/\n")
+    err = io.StringIO()
+    assert main(["reprocess", "--config", str(config)], out=io.StringIO(), err=err) == 1
+    assert "docker compose exec storage python -m imagepipe reprocess" in err.getvalue()
