@@ -1,7 +1,10 @@
-"""``python -m imagepipe``: upload images and follow them from a terminal.
+"""``python -m imagepipe``: upload images and follow them from a terminal; operate the store.
 
     python -m imagepipe upload PATH... [--wait] [--url URL] [--api-key KEY]
     python -m imagepipe status ID [--url URL] [--api-key KEY]
+    python -m imagepipe delete ID... [--url URL] [--api-key KEY]
+    python -m imagepipe reprocess [--all] [--max-waiting N] [--config config.yaml]
+    python -m imagepipe prune [--delete] [--config config.yaml]
 
 Folders are walked recursively for files with an image extension; files named
 on the command line are sent whatever their name (the server decides by
@@ -11,13 +14,22 @@ without one (404/405), by polling ``GET /images/<id>`` -- and prints each
 rendition's URL.  The exit status is 1 if any file was rejected, failed or
 could not be sent.
 
-A plain HTTP client (requests, tqdm): nothing here needs nameko or a broker.
+``upload``, ``status`` and ``delete`` are a plain HTTP client (requests,
+tqdm): they need neither nameko nor a broker.  ``reprocess`` and ``prune``
+act on every stored image, which is an operator's business, not an API
+client's: they call storage over AMQP (``services.operator``, imported only
+for them) with the broker named in ``config.yaml``.  Their loops take any
+storage proxy, so they run from ``nameko shell`` too::
+
+    >>> from imagepipe.cli import reprocess_all, prune_all
+    >>> reprocess_all(n.rpc.storage)              # every=True: every preset again
 """
 import argparse
 import json
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urljoin
@@ -25,7 +37,9 @@ from urllib.parse import urljoin
 import requests
 from tqdm import tqdm
 
+from imagepipe.errors import PipelineError
 from imagepipe.records import FINISHED
+from imagepipe.storage.upkeep import DEFAULT_MAX_WAITING
 
 IMAGE_EXTENSIONS = frozenset((
     ".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif",
@@ -35,6 +49,8 @@ DEFAULT_URL = "http://localhost:8000"
 STREAM_READ_TIMEOUT = 60
 POLL_INTERVAL = 0.5
 PARALLEL_WAITS = 8
+# how long a reprocess run waits when the job queue is full before asking again
+QUEUE_FULL_PAUSE = 0.5
 
 
 class CliError(Exception):
@@ -65,6 +81,11 @@ class Client:
         if response.status_code != 200:
             raise CliError(_describe_error(response.status_code, body))
         return body
+
+    def delete(self, image_id):
+        """``(HTTP status, JSON body or None)`` of deleting an image."""
+        response = self._request("DELETE", "images/" + image_id)
+        return response.status_code, None if response.status_code == 204 else _json(response)
 
     def wait(self, image_id, timeout):
         """The image's status once it is done or failed (or raise CliError at ``timeout``)."""
@@ -255,13 +276,105 @@ def status_command(args, client, out, err):
     return 0
 
 
+def delete_command(args, client, out, err):
+    failures = 0
+    for image_id in args.image_ids:
+        code, body = client.delete(image_id)
+        if code == 204:
+            print("{}: deleted".format(image_id), file=out)
+        else:
+            failures += 1
+            print("{}: {}".format(image_id, _describe_error(code, body)), file=out)
+    return 1 if failures else 0
+
+
+def reprocess_all(storage, every=False, max_waiting=DEFAULT_MAX_WAITING, err=None, quiet=False,
+                  pause=QUEUE_FULL_PAUSE, sleep=time.sleep, cursor=None):
+    """Put a reprocess job on the job queue for every stored image that needs one; return how many.
+
+    Storage enqueues only while the job queue holds fewer than
+    ``max_waiting`` jobs (``imagepipe.storage.upkeep``), so new uploads keep
+    their place; when it is full this waits ``pause`` seconds and asks again.
+    Images are taken in id order; ``cursor`` (an id) resumes a run after it.
+    (A new run does not know which jobs an earlier one left waiting: an image
+    whose job has not run yet gets a second one, which is harmless.)
+    """
+    plan = storage.reprocess_plan(every)
+    enqueued = 0
+    with tqdm(total=plan["images"], desc="reprocessing", unit="image", file=err or sys.stderr,
+              disable=quiet) as progress:
+        while True:
+            step = storage.reprocess_batch(cursor, every, max_waiting)
+            enqueued += step["enqueued"]
+            progress.update(step["enqueued"])
+            cursor = step["cursor"]
+            if step["finished"]:
+                return enqueued
+            if not step["enqueued"]:
+                sleep(pause)  # the job queue is full: let imaging catch up
+
+
+def prune_all(storage, delete=False, out=None, err=None, quiet=False):
+    """List renditions no preset asks for any more (a preset, or one of its formats,
+    removed); with ``delete``, delete them.
+
+    Returns ``{"<preset>.<format>": {"renditions", "bytes"}}`` as found before deleting.
+    """
+    out = out or sys.stdout
+    stale = storage.stale_renditions()
+    for name, found in sorted(stale.items()):
+        print("{}: {} renditions, {} bytes".format(name, found["renditions"], found["bytes"]),
+              file=out)
+    if not stale:
+        print("no renditions of presets that no longer exist", file=out)
+    if delete and stale:
+        total = sum(found["renditions"] for found in stale.values())
+        with tqdm(total=total, desc="pruning", unit="rendition", file=err or sys.stderr,
+                  disable=quiet) as progress:
+            while True:
+                step = storage.prune_renditions()
+                progress.update(step["pruned"])
+                if not step["remaining"] or not step["pruned"]:
+                    break
+        print("deleted {} renditions".format(total), file=out)
+    return stale
+
+
+def reprocess_command(args, client, out, err):
+    with _operator_storage(args) as storage:
+        enqueued = reprocess_all(storage, args.all, args.max_waiting, err, args.quiet)
+    print("enqueued {} reprocess jobs".format(enqueued), file=out)
+    return 0
+
+
+def prune_command(args, client, out, err):
+    with _operator_storage(args) as storage:
+        prune_all(storage, args.delete, out, err, args.quiet)
+    return 0
+
+
+def _operator_storage(args):
+    if not Path(args.config).is_file():
+        raise CliError("no config file {} (--config, or $IMAGEPIPE_CONFIG)".format(args.config))
+    # nameko's imports warn about eventlet's and pkg_resources' futures: not the operator's news
+    warnings.filterwarnings("ignore", message="(?s).*(Eventlet|pkg_resources) is deprecated")
+    try:
+        from services.operator import storage_rpc  # nameko, only for operator commands
+    except ImportError as exc:  # `pip install .` installs the HTTP client alone
+        raise CliError("{} needs the services' code and nameko ({}): run it from the "
+                       "repository or in a service container, e.g. docker compose exec storage "
+                       "python -m imagepipe {}".format(args.command, exc, args.command)) from None
+
+    return storage_rpc(args.config, args.amqp_uri)
+
+
 def build_parser():
     server = argparse.ArgumentParser(add_help=False)
     server.add_argument("--url", default=os.environ.get("IMAGEPIPE_URL", DEFAULT_URL),
                         help="gateway URL (default: $IMAGEPIPE_URL or %(default)s)")
     server.add_argument("--api-key", default=os.environ.get("IMAGEPIPE_API_KEY"),
                         help="API key (default: $IMAGEPIPE_API_KEY)")
-    parser = argparse.ArgumentParser(prog="imagepipe", description="Upload images to imagepipe.")
+    parser = argparse.ArgumentParser(prog="imagepipe", description="Upload images to imagepipe; operate its store.")
     commands = parser.add_subparsers(dest="command", required=True)
     upload = commands.add_parser("upload", parents=[server],
                                  help="upload files and folders of images")
@@ -275,15 +388,43 @@ def build_parser():
     status = commands.add_parser("status", parents=[server], help="print an image's status as JSON")
     status.add_argument("image_id", metavar="ID")
     status.set_defaults(run=status_command)
+    delete = commands.add_parser("delete", parents=[server],
+                                 help="delete images: the original, every rendition, the record")
+    delete.add_argument("image_ids", nargs="+", metavar="ID")
+    delete.set_defaults(run=delete_command)
+
+    broker = argparse.ArgumentParser(add_help=False)
+    broker.add_argument("--config", default=os.environ.get("IMAGEPIPE_CONFIG", "config.yaml"),
+                        help="the services' config.yaml, for the broker and serializer "
+                             "(default: $IMAGEPIPE_CONFIG or %(default)s)")
+    broker.add_argument("--amqp-uri", help="the broker, instead of the config's AMQP_URI")
+    broker.add_argument("--quiet", action="store_true", help="no progress bars")
+    reprocess = commands.add_parser(
+        "reprocess", parents=[broker],
+        help="render the presets stored images lack (operators: talks to the broker)")
+    reprocess.add_argument("--all", action="store_true",
+                           help="render every preset of every done image again")
+    reprocess.add_argument("--max-waiting", type=int, default=DEFAULT_MAX_WAITING,
+                           help="enqueue only while fewer jobs than this wait in the job "
+                                "queue (default %(default)s)")
+    reprocess.set_defaults(run=reprocess_command)
+    prune = commands.add_parser(
+        "prune", parents=[broker],
+        help="list renditions of presets that no longer exist (operators: talks to the broker)")
+    prune.add_argument("--delete", action="store_true", help="delete them too")
+    prune.set_defaults(run=prune_command)
     return parser
 
 
 def main(argv=None, out=None, err=None):
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
-    client = Client(args.url, args.api_key)
+    client = Client(args.url, args.api_key) if hasattr(args, "url") else None
     try:
         return args.run(args, client, out, err)
     except CliError as exc:
         print("imagepipe: {}".format(exc), file=err)
+        return 1
+    except PipelineError as exc:  # storage refused an operator command
+        print("imagepipe: {} ({})".format(exc.message, exc.code), file=err)
         return 1

@@ -35,6 +35,36 @@ class NotFound(PipelineError):
     http_status = 404
 
 
+class ImageNotFound(NotFound):
+    """No image has this id: never uploaded, or deleted.
+
+    Told apart from other ``NotFound`` (a missing blob of an image that
+    exists) so that a job for an image deleted meanwhile is dropped, not retried.
+    """
+
+
+class Forbidden(PipelineError):
+    code = "forbidden"
+    http_status = 403
+
+
+class InvalidSignature(Forbidden):
+    """A signed URL whose signature does not match its path and expiry."""
+
+    code = "invalid_signature"
+
+
+class ExpiredSignature(Forbidden):
+    """A signed URL past its expiry."""
+
+    code = "expired_signature"
+
+
+class Conflict(PipelineError):
+    code = "conflict"
+    http_status = 409
+
+
 class PayloadTooLarge(PipelineError):
     code = "payload_too_large"
     http_status = 413

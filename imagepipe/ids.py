@@ -7,7 +7,7 @@ patterns before it is used, so nothing from a URL ever becomes a file path.
 import hashlib
 import re
 
-from imagepipe.errors import NotFound
+from imagepipe.errors import ImageNotFound, NotFound
 
 IMAGE_ID_RE = re.compile(r"[0-9a-f]{32}")
 PRESET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -32,7 +32,7 @@ def image_id_for(sha256_hex, tenant=None):
 
 def check_image_id(image_id):
     if not isinstance(image_id, str) or not IMAGE_ID_RE.fullmatch(image_id):
-        raise NotFound("no image with id {!r}".format(str(image_id)[:80]))
+        raise ImageNotFound("no image with id {!r}".format(str(image_id)[:80]))
     return image_id
 
 

@@ -9,6 +9,9 @@ PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
 STATUSES = (PENDING, PROCESSING, DONE, FAILED)
 UNFINISHED = (PENDING, PROCESSING)
 FINISHED = (DONE, FAILED)
+# The catalog's own state while an image is being erased (blobs first, then
+# rows): never shown, the image answers 404 from the moment it is deleted.
+DELETED = "deleted"
 
 
 def isoformat(epoch):

@@ -51,6 +51,9 @@ class Settings:
         "max_frames": 300, "max_seconds": 60.0, "max_pixels": 25_000_000})
     api_keys: tuple = field(default=(), repr=False)
     key_tenants: bool = True
+    # signed, expiring URLs of image bytes (imagepipe.web.signedurls); empty: none
+    url_signing_secret: str = field(default="", repr=False)
+    url_signing_ttl: float = 3600.0
     # what one client may cost the gateway (imagepipe.web.limits)
     client_limits: ClientLimits = ClientLimits()
     # live status streams (GET /images/<id>/events)
@@ -104,6 +107,9 @@ class Settings:
                             else cls.render_nice),
             api_keys=parse_api_keys(config.get("API_KEYS")),
             key_tenants=as_bool(config.get("KEY_TENANTS"), "KEY_TENANTS", cls.key_tenants),
+            url_signing_secret=str(config.get("URL_SIGNING_SECRET") or ""),
+            url_signing_ttl=positive(config.get("URL_SIGNING_TTL"), "URL_SIGNING_TTL",
+                                     cls.url_signing_ttl),
             client_limits=ClientLimits.from_config(config),
             **_render_hardening(config),
             animation_limits=_animation_limits(config),

@@ -4,8 +4,10 @@ An upload (its body already read, within limits, before a worker took it)
 is sniffed from its headers, reduced to what is stored (metadata stripped,
 trailing bytes dropped), written to the blob store under storage's grant
 and registered, announced with an ``image_uploaded`` event and answered with
-202 -- no pixel is decoded here.  Everything else is a read through storage.
+202 -- no pixel is decoded here.  A delete is storage's too.  Everything
+else is a read through storage.
 """
+import time
 from dataclasses import asdict
 
 import kombu
@@ -21,20 +23,21 @@ from imagepipe.rendering.probe import probe, probe_with_orientation
 from imagepipe.rendering.strip import stored_form
 from imagepipe.storage.direct import store_original
 from imagepipe.web import api
+from imagepipe.web.caching import cache_control, current_version_location
 from imagepipe.web.negotiation import negotiate
 from imagepipe.web.openapi import openapi_spec
 from imagepipe.web.page import PAGE, security_headers, web_assets
+from imagepipe.web.signedurls import signer_for
 from imagepipe.webhooks.urls import callback_url_from
 from services.extensions.events import JobDispatcher, event_subscriber
-from services.extensions.http import error_response, http, json_response
+from services.extensions.http import OPEN, SIGNATURE, error_response, http, json_response
 from services.extensions.live import LiveStatus
 from services.extensions.observability import LogContext, Metrics, exposition
 from services.extensions.providers import BlobAccess, CallbackUrls, Config
 from services.extensions.rpc import StorageRpc
-from services.topology import JOB_EVENT, PROCESSED_EVENT, PROCESSED_SOURCE
+from services.topology import (
+    DELETED_EVENT, DELETED_SOURCE, JOB_EVENT, PROCESSED_EVENT, PROCESSED_SOURCE)
 
-ORIGINAL = "original"
-YEAR = 31536000
 DOWNLOAD_CHUNK = 256 * 1024
 
 
@@ -76,29 +79,47 @@ class GatewayService:
     def list_images(self, request):
         limit = parse_limit(request.args.get("limit"))
         page = self.storage.list_images(limit, request.args.get("cursor"), request.tenant)
-        return json_response(api.image_list(page, limit, self.config.public_url))
+        return json_response(api.image_list(page, limit, self.config.public_url,
+                                            signer_for(self.config)))
 
     @http("GET", "/images/<image_id>")
     def image_status(self, request, image_id):
         record = self.storage.get_image(check_image_id(image_id), request.tenant)
-        return json_response(api.image_status(record, self.config.public_url))
+        return json_response(api.image_status(record, self.config.public_url,
+                                              signer_for(self.config)))
 
-    @http("GET", "/images/<image_id>/<name>")
+    @http("DELETE", "/images/<image_id>")
+    def delete_image(self, request, image_id):
+        # erased everywhere before the answer; a second DELETE is a 404 like any unknown id
+        self.storage.delete_image(check_image_id(image_id), request.tenant)
+        return Response(status=204)
+
+    # A signed URL (imagepipe.web.signedurls) stands in for the key here: it was
+    # handed to the image's tenant and names this one path, so no tenant is checked.
+    @http("GET", "/images/<image_id>/<name>", signed_urls=True)
     def image_bytes(self, request, image_id, name):
         record = self.storage.get_image(check_image_id(image_id), request.tenant)
-        headers = {"Cache-Control": self._cache_control(immutable=name == ORIGINAL),
-                   "X-Content-Type-Options": "nosniff"}
+        wanted = request.args.get(api.VERSION)
+        headers = {"X-Content-Type-Options": "nosniff"}
         vary = ["Authorization"] if request.tenant is not None else []
         preset, fmt = name, None
-        if name == ORIGINAL:
+        if name == api.ORIGINAL:
             meta = record["original"]
         else:
             preset, fmt, meta, negotiated = negotiate(record, name, request.headers.get("Accept"))
+            # what this URL names: one format, or (negotiated) each of the preset's
+            named = record["variants"][preset] if negotiated else meta
+            if wanted is not None and wanted != api.rendition_version(named):
+                return self._current_version_redirect(request, image_id, name, named)
             if negotiated:
                 vary.append("Accept")
                 headers["Content-Location"] = api.rendition_url(image_id, preset, fmt)
         if vary:
             headers["Vary"] = ", ".join(vary)
+        headers["Cache-Control"] = cache_control(
+            immutable=name == api.ORIGINAL or wanted is not None,
+            shared=request.authorized_by in (OPEN, SIGNATURE),
+            valid_until=getattr(request, "signed_until", None), now=time.time())
         blobs = self.blobs.direct_for(self.storage)
         if meta["sha256"] in request.if_none_match:
             # revalidation: answer before touching the bytes
@@ -111,11 +132,18 @@ class GatewayService:
                                 direct_passthrough=True)
             response.content_length = meta["bytes"]
         else:
-            data = (self.storage.get_original(image_id, request.tenant) if name == ORIGINAL
+            data = (self.storage.get_original(image_id, request.tenant) if name == api.ORIGINAL
                     else self.storage.get_variant(image_id, preset, fmt, request.tenant)[0])
             response = Response(data, mimetype=meta["mime_type"], headers=headers)
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)
+
+    def _current_version_redirect(self, request, image_id, name, meta):
+        """A stale ``?v=``: never other bytes under it, but a pointer to the current ones."""
+        location = current_version_location(
+            api.rendition_url(image_id, name), request.args.items(multi=True),
+            api.rendition_version(meta), self.config.public_url)
+        return Response(status=302, headers={"Location": location, "Cache-Control": "no-cache"})
 
     @http("GET", "/images/<image_id>/events", rate=None)
     def image_events(self, request, image_id):
@@ -129,6 +157,11 @@ class GatewayService:
                       reliable_delivery=False)
     def image_processed(self, event):
         self.live.notify(event["id"])
+
+    @event_subscriber(DELETED_SOURCE, DELETED_EVENT, handler_type=BROADCAST,
+                      reliable_delivery=False)
+    def image_deleted(self, event):
+        self.live.notify(event["id"])  # its streams end
 
     @http("GET", "/health", public=True, rate=None)
     def health(self, request):
@@ -170,11 +203,6 @@ class GatewayService:
         # what the catalog describes is what is stored (MPO keeps one picture)
         return stored, probe(stored, self.config.allowed_formats, self.config.max_pixels,
                              self.config.decode_limits)
-
-    def _cache_control(self, immutable):
-        # with keys, images are one key's: no shared cache may keep them
-        scope = "private" if self.config.api_keys else "public"
-        return "{}, max-age={}{}".format(scope, YEAR, ", immutable" if immutable else "")
 
     def _web_asset(self, request, name):
         asset = web_assets().get(name)

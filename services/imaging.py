@@ -10,7 +10,8 @@ import logging
 
 from nameko.events import EventDispatcher
 
-from imagepipe.errors import PERMANENT_JOB_ERRORS, PipelineError, Unavailable
+from imagepipe.errors import (
+    PERMANENT_JOB_ERRORS, ImageNotFound, NotFound, PipelineError, Unavailable)
 from imagepipe.records import FAILED
 from imagepipe.rendering.job import process_image
 from services import topology
@@ -41,7 +42,13 @@ class ImagingService:
             outcome = process_image(job, self.storage, self.render, self.config,
                                     self.blobs.direct_for(self.storage))
         except Exception as exc:
-            self._retry_or_give_up(job, exc)
+            if self._image_is_gone(exc, job):
+                # deleted (before or while this job ran): nothing may bring it back,
+                # and no retry or dead letter could do anything for it
+                log.info("image %s: %s; job dropped", job.get("id"), exc.message)
+                self.metrics.job_dropped()
+            else:
+                self._retry_or_give_up(job, exc)
             return
         self.metrics.job_finished(outcome)
         log.info("image %s %s in %.3f s (rendered: %s)", outcome["id"], outcome["status"],
@@ -60,6 +67,24 @@ class ImagingService:
     @rpc
     def replay_dead_letters(self, limit=100, image_id=None):
         return self.jobs.replay(limit, image_id)
+
+    def _image_is_gone(self, exc, job):
+        """Whether the job failed because its image was deleted.
+
+        A missing blob (``NotFound``) may be a delete that came between the
+        claim and the read of the original: then the image is gone too.
+        """
+        if isinstance(exc, ImageNotFound):
+            return True
+        if type(exc) is not NotFound:
+            return False
+        try:
+            self.storage.get_image(job["id"])
+        except ImageNotFound:
+            return True
+        except PipelineError:
+            pass  # storage away: the retry decides
+        return False
 
     def _retry_or_give_up(self, job, exc):
         reason = describe_error(exc)

@@ -9,6 +9,10 @@ key's images (None: all).
 """
 import logging
 
+from imagepipe.errors import ImageNotFound
+from imagepipe.storage import upkeep
+from services import topology
+from services.extensions.events import ConfirmedDispatcher
 from services.extensions.observability import LogContext, Metrics
 from services.extensions.providers import Config, ImageStoreProvider
 from services.extensions.retries import JobQueue
@@ -24,6 +28,7 @@ class StorageService:
     config = Config()
     store = ImageStoreProvider()
     jobs = JobQueue()
+    events = ConfirmedDispatcher()
     metrics = Metrics()
     log_context = LogContext()
 
@@ -88,6 +93,39 @@ class StorageService:
     def blob_access(self):
         return self.store.access()
 
+    # Erasure: the original, every rendition, the rows; then image_deleted.
+    @rpc
+    def delete_image(self, image_id, tenant=None):
+        return self.store.delete_image(image_id, self._configured(), self._announce_deletion,
+                                       tenant)
+
+    # Presets changed: render what is missing (or everything), prune what is gone.
+    @rpc
+    def reprocess_plan(self, every=False):
+        """``{"images": how many a reprocess run would enqueue, "presets": [...]}``."""
+        configured = self._configured()
+        return {"images": self.store.catalog.count_rendition_gaps(configured, every),
+                "presets": list(configured)}
+
+    @rpc
+    def reprocess_batch(self, cursor=None, every=False, max_waiting=upkeep.DEFAULT_MAX_WAITING,
+                        limit=upkeep.DEFAULT_BATCH):
+        return upkeep.reprocess_step(self.store.catalog, self._configured(), self.jobs, cursor,
+                                     every, max_waiting, limit)
+
+    @rpc
+    def stale_renditions(self):
+        """Renditions no preset asks for any more (a preset or one of its formats removed):
+        ``{"<preset>.<format>": {"renditions", "bytes"}}``."""
+        return self.store.catalog.stale_renditions(self._configured())
+
+    @rpc
+    def prune_renditions(self, limit=upkeep.DEFAULT_BATCH):
+        """Delete up to ``limit`` of them; ``{"pruned": n, "remaining": n}``."""
+        pruned = self.store.prune_renditions(self._configured(), limit)
+        remaining = sum(stale["renditions"] for stale in self.stale_renditions().values())
+        return {"pruned": pruned, "remaining": remaining}
+
     @rpc
     def ping(self):
         return "pong"
@@ -109,3 +147,20 @@ class StorageService:
         dropped = self.store.sweep_staging()
         if dropped:
             log.warning("dropped %d staged blobs never registered", dropped)
+
+    @configured_timer("SWEEP_INTERVAL", 60)
+    def finish_deletions(self):
+        """Finish deletions interrupted (a crash, the broker away) for STALLED_AFTER seconds."""
+        for image_id in self.store.unfinished_deletions(self.config.stalled_after):
+            log.warning("deletion of image %s was interrupted; finishing it", image_id)
+            try:
+                self.delete_image(image_id)
+            except ImageNotFound:
+                continue  # another storage process finished it meanwhile
+
+    def _configured(self):
+        """``{preset: [formats]}`` of config.yaml's presets, in their order."""
+        return {preset.name: list(preset.formats) for preset in self.config.presets}
+
+    def _announce_deletion(self, notice):
+        self.events(topology.DELETED_EVENT, notice)

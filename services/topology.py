@@ -5,17 +5,18 @@
     gateway ──image_uploaded──► gateway.events ──► imaging.jobs ──► imaging
     (nameko event, or n.dispatch_event        ▲  (durable, shared by    │ fails
      in nameko shell)                         │   every imaging process) │
-    storage sweeper, dead-letter replay ──────┤ (default exchange)       │
+    storage sweeper, reprocess, dead letters ─┤ (default exchange)       │
                                               │                          ▼
                      imaging.jobs.retry.<delay>s ◄─────── retry ──── JobQueue
                      (TTL, then back to imaging.jobs)    give up ──► imaging.dead-letters
 
-    imaging ──image_processed──► imaging.events ──► webhooks.deliveries ──► webhooks
-                                        │                      ▲               │ fails
-                                        │   webhooks.deliveries.retry.<delay>s ◄──┘
-                                        │   (TTL, then back to webhooks.deliveries)
-                                        └──► evt-imaging-image_processed--gateway.image_processed
-                                             (one auto-delete queue per gateway process: live status)
+    imaging ──image_processed──► imaging.events ──┬───────────────► webhooks.deliveries ──► webhooks
+    storage ──image_deleted────► storage.events ──┤   (both events)     ▲                    │ fails
+                                                  │   webhooks.deliveries.retry.<delay>s ◄──┘
+                                                  │   (TTL, then back to webhooks.deliveries)
+                                                  └──► evt-<source>-<event>--gateway.<event>
+                                                       (auto-delete, one per gateway process and
+                                                        event: they wake live status streams)
 
     rpc-storage, rpc-imaging: nameko's RPC queues (RPC_QUEUE_TYPE), on nameko-rpc.
 
@@ -43,7 +44,7 @@ import logging
 import time
 
 from amqp.exceptions import ChannelError, NotFound, PreconditionFailed
-from kombu import Exchange, Producer, Queue
+from kombu import Exchange, Producer, Queue, binding
 from nameko.standalone.events import get_event_exchange
 
 from imagepipe.settings import Settings
@@ -54,6 +55,8 @@ JOB_SOURCE = "gateway"
 JOB_EVENT = "image_uploaded"
 PROCESSED_SOURCE = "imaging"
 PROCESSED_EVENT = "image_processed"
+DELETED_SOURCE = "storage"
+DELETED_EVENT = "image_deleted"
 
 JOB_QUEUE = "imaging.jobs"
 DEAD_LETTER_QUEUE = "imaging.dead-letters"
@@ -91,11 +94,13 @@ def dead_letter_queue(config):
 
 
 def delivery_queue(config):
-    """The webhook service's queue of ``image_processed`` events, shared by its processes."""
+    """The webhook service's queue of ``image_processed`` and ``image_deleted`` events,
+    shared by its processes.  (A binding added to a queue that exists is just added.)"""
     return Queue(
-        DELIVERY_QUEUE, exchange=get_event_exchange(PROCESSED_SOURCE, config),
-        routing_key=PROCESSED_EVENT, durable=True,
-        queue_arguments={"x-queue-type": "quorum"} if _is_quorum(config) else None)
+        DELIVERY_QUEUE, bindings=[
+            binding(get_event_exchange(PROCESSED_SOURCE, config), routing_key=PROCESSED_EVENT),
+            binding(get_event_exchange(DELETED_SOURCE, config), routing_key=DELETED_EVENT)],
+        durable=True, queue_arguments={"x-queue-type": "quorum"} if _is_quorum(config) else None)
 
 
 def delivery_retry_queue(delay_seconds, config):

@@ -1,7 +1,7 @@
-"""Webhooks: POSTs a finished image's status to its ``callback_url``.
+"""Webhooks: POSTs a finished image's status to its ``callback_url``, and its deletion.
 
-Handles imaging's ``image_processed`` events from one durable queue shared
-by every webhooks process; a message is acknowledged only after the handler
+Handles imaging's ``image_processed`` and storage's ``image_deleted`` events
+from one durable queue shared by every webhooks process; a message is acknowledged only after the handler
 returns, so a process killed mid-delivery leaves it for another one.  Outbound
 HTTP to strangers' servers runs here, in a service of its own, never in the
 gateway's HTTP workers: the gateway only publishes a small message when a

@@ -53,6 +53,9 @@ JOB_RETRIES = Counter(
     "job_retries", "Failed imaging jobs scheduled for another attempt.", namespace=NAMESPACE)
 JOB_DEAD_LETTERS = Counter(
     "job_dead_letters", "Imaging jobs parked in the dead-letter queue.", namespace=NAMESPACE)
+JOBS_DROPPED = Counter(
+    "jobs_dropped", "Imaging jobs of images that no longer exist (deleted before or while "
+    "the job ran): dropped, neither retried nor dead-lettered.", namespace=NAMESPACE)
 
 BLOB_WRITES = Counter(
     "storage_blob_writes", "Blobs written by storage, by kind (original/variant).",
@@ -102,6 +105,10 @@ def job_retried():
 
 def job_dead_lettered():
     JOB_DEAD_LETTERS.inc()
+
+
+def job_dropped():
+    JOBS_DROPPED.inc()
 
 
 def job_given_up():

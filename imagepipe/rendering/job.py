@@ -53,9 +53,12 @@ def process_image(job, storage, render, settings, blobs=None):
             .format(record["attempts"] - 1)))
         return _outcome(record, changed=True, started=started)
 
+    # a reprocess may name the presets to render again (those a preset change touched)
+    only = job.get("presets") if reprocess else None
     wanted = [
         preset for preset in settings.presets
-        if reprocess or _missing_formats(preset, record["variants"])
+        if (reprocess and (only is None or preset.name in only))
+        or _missing_formats(preset, record["variants"])
     ]
     render_seconds = {}
     stored = []

@@ -7,6 +7,13 @@ transition is a single conditional UPDATE, so concurrent or repeated
 deliveries of the same job can neither move an image backwards nor lose an
 update.  The one way back is a re-upload of the same bytes after a failure,
 which resets the image to ``pending`` so it is tried again.
+
+Deleting an image marks its row ``deleted`` (hidden from every read at once),
+then -- once storage has removed its blobs -- removes its rows.  Every write
+of a job (``complete``) first takes the image row's write lock and checks it
+is not deleted, in the same transaction as its writes, so a job racing a
+delete either lands before it (and its renditions are deleted with the
+image) or writes nothing.
 """
 import os
 import secrets
@@ -17,8 +24,9 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-from imagepipe.errors import BadRequest, NotFound
-from imagepipe.records import DONE, FAILED, PENDING, PROCESSING, STATUSES, UNFINISHED, isoformat
+from imagepipe.errors import BadRequest, Conflict, ImageNotFound
+from imagepipe.records import (
+    DELETED, DONE, FAILED, PENDING, PROCESSING, STATUSES, UNFINISHED, isoformat)
 
 metadata = sa.MetaData()
 
@@ -176,6 +184,10 @@ class Catalog:
                     focus_x=focus_x, focus_y=focus_y,
                 ).returning(images.c.id)
             ).first() is not None
+            if not inserted and not self._lock_live(conn, image_id):
+                # its blobs are being removed right now: storing it again would race that
+                raise Conflict("image {} is being deleted; upload it again in a moment".format(
+                    image_id))
             if not inserted and callback_url:
                 conn.execute(images.update().where(images.c.id == image_id)
                              .values(callback_url=callback_url))
@@ -188,22 +200,34 @@ class Catalog:
                     .where(images.c.id == image_id, images.c.status == FAILED)
                     .values(status=PENDING, error=None, attempts=0, updated_at=now)
                 )
-        return self.get_image(image_id), inserted
+            return self._read_image(conn, image_id), inserted
 
     def get_image(self, image_id, tenant=None):
         """The image's record; ``NotFound`` if there is none -- or it is another tenant's."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                images.select().where(images.c.id == image_id)
-            ).mappings().first()
-            if row is None or (tenant is not None and row["tenant"] != tenant):
-                raise NotFound("no image with id {!r}".format(image_id))
-            variant_rows = conn.execute(
-                variants.select()
-                .where(variants.c.image_id == image_id)
-                .order_by(variants.c.preset, variants.c.rank, variants.c.format)
-            ).mappings().all()
-        return _image_record(row, variant_rows)
+            return self._read_image(conn, image_id, tenant)
+
+    def _read_image(self, conn, image_id, tenant=None, include_deleted=False):
+        query = images.select().where(images.c.id == image_id)
+        if not include_deleted:
+            query = query.where(images.c.status != DELETED)
+        row = conn.execute(query).mappings().first()
+        if row is None or (tenant is not None and row["tenant"] != tenant):
+            raise ImageNotFound("no image with id {!r}".format(image_id))
+        return _image_record(row, _variant_rows(conn, [image_id]).get(image_id, []))
+
+    def _lock_live(self, conn, image_id):
+        """Take the image row's write lock; whether the image exists and is not deleted.
+
+        An UPDATE, not a SELECT: on PostgreSQL it locks the row until the
+        transaction ends, and on SQLite it takes the database's write lock
+        before anything is read, so no concurrent delete can slip in between.
+        """
+        return conn.execute(
+            images.update()
+            .where(images.c.id == image_id, images.c.status != DELETED)
+            .values(updated_at=images.c.updated_at)
+        ).rowcount == 1
 
     def list_images(self, limit=20, cursor=None, tenant=None):
         """Newest first (only ``tenant``'s, if given); return ``(records, next cursor or None)``.
@@ -211,7 +235,8 @@ class Catalog:
         Keyset pagination on (created_at, id): pages stay stable while new
         images arrive, and images uploaded in the same instant are not lost.
         """
-        query = images.select().order_by(images.c.created_at.desc(), images.c.id).limit(limit + 1)
+        query = (images.select().where(images.c.status != DELETED)
+                 .order_by(images.c.created_at.desc(), images.c.id).limit(limit + 1))
         if tenant is not None:
             query = query.where(images.c.tenant == tenant)
         if cursor is not None:
@@ -221,11 +246,13 @@ class Catalog:
                 sa.and_(images.c.created_at == created_at, images.c.id > image_id)))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        page = rows[:limit]
+            page = rows[:limit]
+            # one query for the page's renditions, from the same snapshot
+            variant_rows = _variant_rows(conn, [row["id"] for row in page])
         next_cursor = None
         if len(rows) > limit:
             next_cursor = "{!r}_{}".format(page[-1]["created_at"], page[-1]["id"])
-        return [self.get_image(row["id"]) for row in page], next_cursor
+        return [_image_record(row, variant_rows.get(row["id"], [])) for row in page], next_cursor
 
     def start_processing(self, image_id, retry_failed=False):
         """Claim the image for a processing attempt and count the attempt.
@@ -260,12 +287,23 @@ class Catalog:
 
     def complete(self, image_id, new_variants, replace=False):
         """Record renditions (``[(preset, meta), ...]``, one per preset and
-        format) and finish the image as done, in one transaction; return the record."""
+        format) and finish the image as done, in one transaction; return the record.
+
+        ``ImageNotFound`` (and nothing written) if the image was deleted
+        meanwhile.  ``updated_at`` moves whenever a rendition was written, so
+        it says when the renditions last changed (a reprocess of a done image
+        included).
+        """
         with self.engine.begin() as conn:
-            for preset, meta in new_variants:
-                self._add_variant(conn, image_id, preset, meta, replace)
+            if not self._lock_live(conn, image_id):
+                raise ImageNotFound("no image with id {!r} (deleted?)".format(image_id))
+            written = [self._add_variant(conn, image_id, preset, meta, replace)
+                       for preset, meta in new_variants]
             self._finish(conn, image_id, DONE, None)
-        return self.get_image(image_id)
+            if any(written):
+                conn.execute(images.update().where(images.c.id == image_id)
+                             .values(updated_at=self.clock()))
+            return self._read_image(conn, image_id)
 
     def _finish(self, conn, image_id, status, error):
         conn.execute(
@@ -289,9 +327,122 @@ class Catalog:
     def touch(self, image_id):
         with self.engine.begin() as conn:
             conn.execute(
-                images.update().where(images.c.id == image_id)
+                images.update().where(images.c.id == image_id, images.c.status != DELETED)
                 .values(updated_at=self.clock())
             )
+
+    # -- deletion ---------------------------------------------------------
+
+    def mark_deleted(self, image_id, tenant=None):
+        """Hide the image from every read and writer; return its record as it was.
+
+        The record gets ``deleted_at``.  Idempotent: an image whose deletion
+        was interrupted (its row still ``deleted``) is returned again with
+        its first ``deleted_at``.  An unknown id -- or another tenant's
+        image, when ``tenant`` is given -- is ``ImageNotFound``.
+        """
+        owned = images.c.id == image_id
+        if tenant is not None:
+            owned = sa.and_(owned, images.c.tenant == tenant)
+        with self.engine.begin() as conn:
+            # the write first: it locks the row against a job's complete()
+            conn.execute(
+                images.update().where(owned, images.c.status != DELETED)
+                .values(status=DELETED, updated_at=self.clock())
+            )
+            record = self._read_image(conn, image_id, tenant, include_deleted=True)
+        record["deleted_at"] = record["updated_at"]
+        return record
+
+    def purge(self, image_id):
+        """Remove the rows of a deleted image (after its blobs); False if there were none."""
+        with self.engine.begin() as conn:
+            if not conn.execute(
+                    images.update().where(images.c.id == image_id, images.c.status == DELETED)
+                    .values(status=DELETED)).rowcount:
+                return False
+            for table, column in _rows_of_images():
+                conn.execute(table.delete().where(column == image_id))
+            conn.execute(images.delete().where(images.c.id == image_id))
+        return True
+
+    def unfinished_deletions(self, older_than, limit=100):
+        """Images marked deleted ``older_than`` seconds ago whose rows are still here."""
+        cutoff = self.clock() - older_than
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(images.c.id)
+                .where(images.c.status == DELETED, images.c.updated_at < cutoff)
+                .order_by(images.c.updated_at)
+                .limit(limit)
+            ).scalars())
+
+    # -- renditions and the configured presets ----------------------------
+
+    def rendition_gaps(self, configured, cursor=None, limit=100, every=False):
+        """Done images lacking a rendition ``configured`` asks for, in id order after ``cursor``.
+
+        ``configured``: ``{preset: [formats]}`` (the presets of config.yaml).
+        Returns ``[(image_id, [presets that lack a format])]``.  With
+        ``every``, every done image, each with every preset (a full re-render).
+        """
+        pairs = _pairs(configured)
+        query = (sa.select(images.c.id).where(images.c.status == DONE)
+                 .order_by(images.c.id).limit(limit))
+        if cursor is not None:
+            query = query.where(images.c.id > str(cursor))
+        if not every:
+            query = query.where(_renditions_held(pairs) < len(pairs))
+        with self.engine.connect() as conn:
+            image_ids = list(conn.execute(query).scalars())
+            held = _variant_rows(conn, image_ids)
+        if every:
+            return [(image_id, sorted(configured)) for image_id in image_ids]
+        return [(image_id, sorted({preset for preset, _fmt in set(pairs) - {
+                    (row["preset"], row["format"]) for row in held.get(image_id, [])}}))
+                for image_id in image_ids]
+
+    def count_rendition_gaps(self, configured, every=False):
+        """How many images ``rendition_gaps`` would list in all."""
+        pairs = _pairs(configured)
+        query = sa.select(sa.func.count()).select_from(images).where(images.c.status == DONE)
+        if not every:
+            query = query.where(_renditions_held(pairs) < len(pairs))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar())
+
+    def stale_renditions(self, configured):
+        """``{"<preset>.<format>": {"renditions": n, "bytes": n}}`` of renditions that
+        ``configured`` no longer asks for (a preset removed, or one of its formats)."""
+        query = (sa.select(variants.c.preset, variants.c.format, sa.func.count(),
+                           sa.func.sum(variants.c.bytes))
+                 .where(_not_configured(configured))
+                 .group_by(variants.c.preset, variants.c.format)
+                 .order_by(variants.c.preset, variants.c.format))
+        with self.engine.connect() as conn:
+            return {"{}.{}".format(preset, fmt): {"renditions": int(count), "bytes": int(size or 0)}
+                    for preset, fmt, count, size in conn.execute(query).all()}
+
+    def stale_rendition_keys(self, configured, limit=100):
+        """Up to ``limit`` of them: ``[(image_id, preset, {"format", "format_in_key"})]``."""
+        query = (sa.select(variants.c.image_id, variants.c.preset, variants.c.format,
+                           variants.c.format_in_key)
+                 .where(_not_configured(configured))
+                 .order_by(variants.c.image_id, variants.c.preset, variants.c.format).limit(limit))
+        with self.engine.connect() as conn:
+            return [(image_id, preset, {"format": fmt, "format_in_key": in_key})
+                    for image_id, preset, fmt, in_key in conn.execute(query).all()]
+
+    def remove_renditions(self, keys):
+        """Forget renditions ``[(image_id, preset, format)]``; their images' ``updated_at`` moves."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            for image_id, preset, fmt in keys:
+                conn.execute(variants.delete().where(
+                    variants.c.image_id == image_id, variants.c.preset == preset,
+                    variants.c.format == fmt))
+            for image_id in sorted({key[0] for key in keys}):
+                conn.execute(images.update().where(images.c.id == image_id).values(updated_at=now))
 
     def stored_totals(self):
         """``{"images": {status: count}, "bytes": {"original": n, "variant": n}}``.
@@ -334,6 +485,46 @@ class Catalog:
             )
             return True
         return inserted
+
+
+def _rows_of_images():
+    """``(table, column)`` of every table whose rows belong to an image (a foreign key
+    to ``images.id``): its renditions, its webhook deliveries
+    (``imagepipe.storage.deliveries``), whatever comes next -- all erased with it."""
+    return [(table, key.parent) for table in metadata.sorted_tables
+            for key in table.foreign_keys if key.column is images.c.id]
+
+
+def _variant_rows(conn, image_ids):
+    """``{image_id: [variant rows, by preset]}`` for ``image_ids``."""
+    if not image_ids:
+        return {}
+    rows = conn.execute(
+        variants.select().where(variants.c.image_id.in_(image_ids))
+        .order_by(variants.c.image_id, variants.c.preset, variants.c.rank, variants.c.format)
+    ).mappings().all()
+    grouped = {}
+    for row in rows:
+        grouped.setdefault(row["image_id"], []).append(row)
+    return grouped
+
+
+def _pairs(configured):
+    """``{preset: [formats]}`` as sorted ``(preset, format)`` pairs."""
+    return sorted({(preset, fmt) for preset, formats in configured.items() for fmt in formats})
+
+
+def _renditions_held(pairs):
+    """How many of the ``(preset, format)`` pairs an image row has renditions of
+    (a correlated subquery)."""
+    return (sa.select(sa.func.count()).select_from(variants)
+            .where(variants.c.image_id == images.c.id,
+                   sa.tuple_(variants.c.preset, variants.c.format).in_(pairs))
+            .scalar_subquery())
+
+
+def _not_configured(configured):
+    return sa.tuple_(variants.c.preset, variants.c.format).not_in(_pairs(configured))
 
 
 def _parse_cursor(cursor):

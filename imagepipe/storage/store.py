@@ -16,7 +16,8 @@ sends the bytes in the RPC call instead (``put_original``, ``claim`` and
 import logging
 
 from imagepipe.errors import (
-    BadRequest, InsufficientStorage, InvalidGrant, NotFound, QuotaExceeded)
+    BadRequest, Conflict, ImageNotFound, InsufficientStorage, InvalidGrant, NotFound,
+    QuotaExceeded)
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
 from imagepipe.records import FINISHED
 from imagepipe.storage.blobs import open_blob_store, original_key, stored_variant_key, variant_key
@@ -66,10 +67,11 @@ class ImageStore:
         sha256 = content_sha256(data)
         image_id = image_id_for(sha256, tenant)
         key = original_key(image_id)
-        if not self.blobs.exists(key):
+        wrote = not self.blobs.exists(key)
+        if wrote:
             self.check_room(len(data), tenant)
             self.blobs.put(key, data, info["mime_type"], sha256)
-        return self.catalog.add_image(image_id, sha256, info, len(data), callback_url, tenant)
+        return self._add_image(key, wrote, image_id, sha256, info, len(data), callback_url, tenant)
 
     def grant_original_upload(self):
         """A write grant for one new original (a fresh staging key)."""
@@ -84,7 +86,8 @@ class ImageStore:
         staged = self._checked_staged_blob(token, size, sha256)
         image_id = image_id_for(sha256, tenant)
         key = original_key(image_id)
-        if self.blobs.exists(key):
+        wrote = not self.blobs.exists(key)
+        if not wrote:
             self.blobs.delete(staged)  # the same bytes are stored already
         else:
             try:
@@ -93,7 +96,16 @@ class ImageStore:
                 self.blobs.delete(staged)
                 raise
             self.blobs.promote(staged, key, info["mime_type"], sha256, size)
-        return self.catalog.add_image(image_id, sha256, info, size, callback_url, tenant)
+        return self._add_image(key, wrote, image_id, sha256, info, size, callback_url, tenant)
+
+    def _add_image(self, key, wrote, image_id, *record):
+        try:
+            return self.catalog.add_image(image_id, *record)
+        except Conflict:
+            # the image is being deleted this instant: a blob written now would outlive it
+            if wrote:
+                self.blobs.delete(key)
+            raise
 
     def check_room(self, size, tenant=None):
         """``InsufficientStorage`` if ``size`` more bytes would cross the disk floor or the quota."""
@@ -173,7 +185,12 @@ class ImageStore:
         the image done.  Idempotent: renditions already recorded are kept
         unless ``replace``, so a redelivered job may call it again.
         """
-        existing = self.get_image(check_image_id(image_id))["variants"]
+        try:
+            existing = self.get_image(check_image_id(image_id))["variants"]
+        except ImageNotFound:
+            # deleted before the job got here: what it wrote under grants goes too
+            self._discard_staged(renditions)
+            raise
         written = []
         for rendition in renditions:
             preset = check_preset_name(rendition["preset"])
@@ -187,7 +204,24 @@ class ImageStore:
                 written_meta = self._put_rendition(image_id, rendition)
             if written_meta is not None:
                 written.append((preset, written_meta))
-        return self.catalog.complete(image_id, written, replace)
+        try:
+            return self.catalog.complete(image_id, written, replace)
+        except ImageNotFound:
+            # deleted while these were written: they must not outlive the image
+            self._delete_blobs([variant_key(image_id, preset, meta["format"])
+                                for preset, meta in written])
+            raise
+
+    def _discard_staged(self, renditions):
+        for rendition in renditions:
+            if "grant" not in rendition:
+                continue
+            try:
+                key = self.grants.verify(rendition["grant"], WRITE).key
+            except InvalidGrant:
+                continue  # not ours to delete
+            if key.startswith(STAGING_PREFIX):
+                self.blobs.delete(key)
 
     def _put_rendition(self, image_id, rendition):
         preset, data = rendition["preset"], rendition["data"]
@@ -221,6 +255,60 @@ class ImageStore:
             raise NotFound("image {} has no rendition {!r}{}".format(
                 image_id, preset, " in {}".format(str(fmt)[:20]) if fmt else ""))
         return self.blobs.get(stored_variant_key(image_id, preset, variant)), variant
+
+    # -- erasure ------------------------------------------------------------
+
+    def delete_image(self, image_id, presets=None, announce=None, tenant=None):
+        """Erase an image: its original, every rendition, its catalog rows.
+
+        Hidden first (reads answer 404 and a racing job's ``complete`` writes
+        nothing from then on), then the blobs -- the recorded renditions and
+        those ``presets`` (``{preset: [formats]}``) would have, in case a job
+        wrote one it never got to record -- then ``announce(notice)`` (the
+        ``image_deleted`` event), then the rows.  A crash or a failed announcement leaves the
+        row hidden and marked, and deleting again finishes the job
+        (``unfinished_deletions``).  Returns the notice:
+        ``{"id", "deleted_at", "callback_url"}``.  With ``tenant``, another
+        tenant's image is ``ImageNotFound``, like an unknown one.
+        """
+        record = self.catalog.mark_deleted(check_image_id(image_id), tenant)
+        keys = {original_key(image_id)}
+        for preset, variant in record["variants"].items():
+            keys.update(stored_variant_key(image_id, preset, meta)
+                        for meta in variant["formats"].values())
+        for preset, formats in (presets or {}).items():
+            keys.update(variant_key(image_id, preset, fmt) for fmt in formats)
+        self._delete_blobs(sorted(keys))
+        notice = {"id": image_id, "deleted_at": record["deleted_at"],
+                  "callback_url": record["callback_url"]}
+        if announce is not None:
+            announce(notice)
+        self.catalog.purge(image_id)
+        log.info("deleted image %s (%d renditions)", image_id, len(record["variants"]))
+        return notice
+
+    def unfinished_deletions(self, older_than, limit=100):
+        return self.catalog.unfinished_deletions(older_than, limit)
+
+    def _delete_blobs(self, keys):
+        for key in keys:
+            self.blobs.delete(key)  # a missing blob is not an error
+
+    # -- renditions of presets that changed ---------------------------------
+
+    def prune_renditions(self, configured, limit=100):
+        """Delete up to ``limit`` renditions ``configured`` (``{preset: [formats]}``) no
+        longer asks for; return how many.
+
+        Blobs first, then rows: a crash in between leaves rows that the next
+        prune finds again, never a blob nothing points to.
+        """
+        stale = self.catalog.stale_rendition_keys(configured, limit)
+        self._delete_blobs([stored_variant_key(image_id, preset, meta)
+                            for image_id, preset, meta in stale])
+        self.catalog.remove_renditions([(image_id, preset, meta["format"])
+                                        for image_id, preset, meta in stale])
+        return len(stale)
 
     # -- housekeeping ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 
-from imagepipe.errors import Unavailable
+from imagepipe.errors import ImageNotFound, Unavailable
 from imagepipe.records import FINISHED
 
 EVENT_NAME = "status"
@@ -118,8 +118,8 @@ class StatusStream:
     """The SSE body of one image: its status now, then every change.
 
     Iterating yields bytes.  It ends after a terminal status, when the
-    watchers close (shutdown), or after ``max_seconds`` (no connection lives
-    for ever; clients reconnect).  Between reads it waits for a notify, at
+    image is deleted, when the watchers close (shutdown), or after
+    ``max_seconds`` (no connection lives for ever; clients reconnect).  Between reads it waits for a notify, at
     most ``recheck_interval`` seconds; a wait that times out re-reads anyway
     and, if nothing changed, sends a keep-alive comment -- which is also how a
     vanished client is noticed: the write fails and the server closes us.
@@ -157,6 +157,8 @@ class StatusStream:
                     status = read_status()
                 except Unavailable:
                     status = last  # storage is away for now; try again later
+                except ImageNotFound:
+                    return  # deleted: nothing more will happen to it
                 if status != last:
                     last = status
                     yield encode_event(status)

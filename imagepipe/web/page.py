@@ -52,9 +52,10 @@ def web_assets():
 def security_headers(public_url=""):
     """Headers for every page response: only this origin may supply anything.
 
-    ``blob:`` images are the page's own: with API keys configured it fetches
-    renditions with an ``Authorization`` header (an ``<img src>`` cannot send
-    one) and shows them through object URLs.  A ``PUBLIC_URL`` on another
+    ``blob:`` images are the page's own: with API keys configured and no
+    signed URLs (``URL_SIGNING_SECRET``) it fetches renditions with an
+    ``Authorization`` header (an ``<img src>`` cannot send one) and shows
+    them through object URLs.  A ``PUBLIC_URL`` on another
     origin is where the API's links point, so it is allowed too.
     """
     extra = ""

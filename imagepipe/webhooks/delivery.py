@@ -1,7 +1,8 @@
 """Sending a webhook: one pinned POST, and what to do after it.
 
 An upload may name a ``callback_url``; once its image is ``done`` or
-``failed`` the webhooks service POSTs the image's status JSON there.  This
+``failed`` the webhooks service POSTs the image's status JSON there, and
+when it is deleted, ``{"id", "status": "deleted", "deleted_at"}``.  This
 module is the plain part of that: nothing here knows about nameko or AMQP.
 Redirects are never followed: they would lead past the URL rule
 (``imagepipe.webhooks.urls``).
@@ -16,6 +17,7 @@ webhooks process (``HostSlots``); the rest wait in RabbitMQ, not in memory.
 import ipaddress
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -153,8 +155,16 @@ def retry_state(message):
     return int(webhook.get("attempt") or 0), webhook.get("callback_url")
 
 
-def retry_message(image_id, attempt, callback_url):
-    return {"id": image_id, "webhook": {"attempt": attempt, "callback_url": callback_url}}
+def retry_message(image_id, attempt, callback_url, deleted_at=None):
+    message = {"id": image_id, "webhook": {"attempt": attempt, "callback_url": callback_url}}
+    if deleted_at is not None:
+        message["deleted_at"] = deleted_at  # a retry of a deletion's delivery
+    return message
+
+
+def deletion_body(image_id, deleted_at):
+    """What a deleted image's callback is sent: the image is gone, so this is all there is."""
+    return {"id": image_id, "status": "deleted", "deleted_at": deleted_at}
 
 
 class HostSlots:
@@ -208,11 +218,9 @@ def deliver(message, record, status_body, send, retry_delays, ledger=NoLedger(),
         return Decision("skipped", "image is {}".format(record["status"]))
     if pinned_url and pinned_url != url:
         return Decision("skipped", "callback_url was replaced by a later upload")
-    host = (urlsplit(url).hostname or "").lower()
-    if slots is not None and not slots.acquire(host):
-        return Decision("deferred", "{} deliveries to {} under way".format(slots.limit, host),
-                        message, WAIT_SECONDS)
-    try:
+    with _host_slot(slots, url, message) as busy:
+        if busy:
+            return busy
         claim = ledger.claim(record["id"], url, record["status"], attempts)
         if claim == "busy":
             return Decision("deferred", "this attempt is being made elsewhere", message, WAIT_SECONDS)
@@ -220,9 +228,6 @@ def deliver(message, record, status_body, send, retry_delays, ledger=NoLedger(),
             return Decision("skipped", "already {}".format(
                 "delivered or given up" if claim == "finished" else "handled by another message"))
         result = send(url, status_body)
-    finally:
-        if slots is not None:
-            slots.release(host)
     if result.ok:
         decision = Decision("delivered", result.detail)
     else:
@@ -233,9 +238,51 @@ def deliver(message, record, status_body, send, retry_delays, ledger=NoLedger(),
     return decision
 
 
-def next_attempt(image_id, attempts, url, detail, retry_delays, permanent=False):
+def deliver_deletion(message, send, retry_delays, slots=None):
+    """Handle storage's ``image_deleted`` event, or a retry of its delivery.
+
+    The catalog has erased the image and its ``callback_url`` with it (and
+    its delivery ledger rows), so the URL travels in the event (and is
+    pinned in retries); it is vetted again by ``send`` before every attempt,
+    like any other, and counts against the host's ``slots``.  At least once:
+    receivers de-duplicate on the delivery id.
+    """
+    attempts, pinned_url = retry_state(message)
+    url = pinned_url or message.get("callback_url")
+    if not url:
+        return Decision("skipped", "no callback_url")
+    with _host_slot(slots, url, message) as busy:
+        if busy:
+            return busy
+        result = send(url, deletion_body(message["id"], message["deleted_at"]))
+    if result.ok:
+        return Decision("delivered", result.detail)
+    return next_attempt(message["id"], attempts, url, result.detail, retry_delays,
+                        result.permanent, deleted_at=message["deleted_at"])
+
+
+@contextmanager
+def _host_slot(slots, url, message):
+    """Hold one of the URL's host's ``slots`` (None: no cap) while the block runs.
+
+    Yields None once a slot is held, or -- all of them busy, nothing held --
+    the deferral of ``message`` to return instead.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if slots is not None and not slots.acquire(host):
+        yield Decision("deferred", "{} deliveries to {} under way".format(slots.limit, host),
+                       message, WAIT_SECONDS)
+        return
+    try:
+        yield None
+    finally:
+        if slots is not None:
+            slots.release(host)
+
+
+def next_attempt(image_id, attempts, url, detail, retry_delays, permanent=False, deleted_at=None):
     """Schedule the next try after a failed one, or give up."""
     if permanent or attempts >= len(retry_delays):
         return Decision("gave_up", detail)
-    return Decision("retry", detail, retry_message(image_id, attempts + 1, url),
+    return Decision("retry", detail, retry_message(image_id, attempts + 1, url, deleted_at),
                     retry_delays[attempts])

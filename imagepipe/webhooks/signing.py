@@ -32,7 +32,13 @@ def verify_signature(secret, timestamp, body, header, now=None, tolerance=300):
 
 
 def delivery_id(record, url):
-    """One per (image, outcome, URL): what is delivered once (imagepipe.storage.deliveries)."""
+    """One per (image, outcome, URL): what is delivered once (imagepipe.storage.deliveries).
+
+    A deletion is one per deletion: the same bytes may be uploaded and
+    deleted again, under the same id.
+    """
     material = "{}|{}|{}".format(record["id"], record["status"], url)
+    if record["status"] == "deleted":
+        material += "|" + record["deleted_at"]
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 

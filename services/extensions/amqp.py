@@ -60,6 +60,16 @@ def declare_queues(config, queues):
             raise
 
 
+def ready_messages(config, queue):
+    """Messages waiting in ``queue`` (not those delivered and unacknowledged), by a passive declare."""
+    with Connection(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY)) as conn:
+        channel = conn.channel()
+        try:
+            return queue(channel).queue_declare(passive=True).message_count
+        finally:
+            channel.close()
+
+
 def retire_legacy_queues(config, queue):
     """``topology.retire_legacy_queues`` on a connection of its own that confirms publishes."""
     with Connection(config[AMQP_URI_CONFIG_KEY], ssl=config.get(AMQP_SSL_CONFIG_KEY),

@@ -1,7 +1,9 @@
 """Events and queues: dispatching jobs that cannot be lost, and consuming named queues.
 
-- ``JobDispatcher``: nameko's ``EventDispatcher`` for the gateway's
-  ``image_uploaded``, confirmed and mandatory, after declaring the job queue;
+- ``ConfirmedDispatcher``: nameko's ``EventDispatcher``, confirmed within a
+  deadline (storage's ``image_deleted``);
+- ``JobDispatcher``: the same for the gateway's ``image_uploaded``, also
+  mandatory, after declaring the job queue;
 - ``@queue_handler(queue_name)``: nameko's ``@consume`` on a durable work
   queue of ``services/topology.py``, built from config at start-up; a message is
   acknowledged after the handler returns and requeued if it raises (nameko's
@@ -20,7 +22,29 @@ from services.extensions.amqp import (
     FailoverQueueConsumer, declare_queues, publish_within_deadline, retire_legacy_queues)
 
 
-class JobDispatcher(EventDispatcher):
+class ConfirmedDispatcher(EventDispatcher):
+    """nameko's ``EventDispatcher`` whose dispatch returns once RabbitMQ has the event.
+
+    A broker that does not confirm within ``RPC_TIMEOUT`` is ``Unavailable``
+    (nameko's would wait as long as the broker takes).
+    """
+
+    what = "event"
+
+    def setup(self):
+        super().setup()
+        self.timeout = Settings.from_config(self.container.config).rpc_timeout
+
+    def get_dependency(self, worker_ctx):
+        dispatch = super().get_dependency(worker_ctx)
+
+        def dispatch_within_deadline(event_type, event_data):
+            publish_within_deadline(partial(dispatch, event_type, event_data), self.timeout, self.what)
+
+        return dispatch_within_deadline
+
+
+class JobDispatcher(ConfirmedDispatcher):
     """Dispatches the gateway's ``image_uploaded`` so that a lost one is an error.
 
     Publishes with confirms and ``mandatory``, after declaring the job queue,
@@ -28,6 +52,8 @@ class JobDispatcher(EventDispatcher):
     answers 202; a broker that does not confirm within ``RPC_TIMEOUT`` is
     ``Unavailable``.
     """
+
+    what = "job"
 
     def __init__(self, **options):
         options.setdefault("mandatory", True)
@@ -39,15 +65,6 @@ class JobDispatcher(EventDispatcher):
         declare_queues(config, queues)
         self.declare.extend(queues)
         super().setup()
-        self.timeout = Settings.from_config(config).rpc_timeout
-
-    def get_dependency(self, worker_ctx):
-        dispatch = super().get_dependency(worker_ctx)
-
-        def dispatch_within_deadline(event_type, event_data):
-            publish_within_deadline(partial(dispatch, event_type, event_data), self.timeout, "job")
-
-        return dispatch_within_deadline
 
 
 class QueueHandler(Consumer):

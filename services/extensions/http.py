@@ -4,7 +4,11 @@
 become status codes.  Before a request gets a nameko worker:
 
 - with ``API_KEYS`` configured, it must carry ``Authorization: Bearer <key>``
-  unless the route is ``public``; the key's tenant goes on the request;
+  unless the route is ``public``; the key's tenant goes on the request --
+  or, on a ``signed_urls`` route with ``URL_SIGNING_SECRET`` set, a valid
+  signed URL (``imagepipe.web.signedurls``; one that does not verify --
+  tampered, expired, another path -- is 403); ``request.authorized_by`` says
+  which (``OPEN``, ``BEARER``, ``SIGNATURE``);
 - it must be within the rate limits of its key (its address without keys),
   else 429 with ``Retry-After``;
 - an ``upload=True`` route's body is read -- at the minimum rate, into a
@@ -26,6 +30,7 @@ from imagepipe.errors import (
 from imagepipe.settings import Settings
 from imagepipe.web.keys import ApiKeys
 from imagepipe.web.limits import MinimumRate, RateLimitedReader, TooSlow
+from imagepipe.web.signedurls import is_signed, signer_for
 from imagepipe.web.uploads import read_upload
 from services.extensions.webserver import (  # noqa: F401 (the services' one import for HTTP)
     JsonWebServer, error_response, json_response, response_for_http_exception)
@@ -33,6 +38,9 @@ from services.extensions.webserver import (  # noqa: F401 (the services' one imp
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+# What let a request in (``request.authorized_by``): nothing needed, an API
+# key, or a signed URL (then ``request.signed_until`` is its expiry).
+OPEN, BEARER, SIGNATURE = "open", "bearer", "signature"
 
 
 class HttpEntrypoint(HttpRequestHandler):
@@ -40,29 +48,33 @@ class HttpEntrypoint(HttpRequestHandler):
 
     ``rate``: which limit the route counts against (``"upload"``, ``"read"``,
     or None for none).  ``upload``: read the request's image into
-    ``request.upload`` before the worker starts.
+    ``request.upload`` before the worker starts.  ``signed_urls``: a valid
+    signed URL may stand in for the key.
     """
 
     server = JsonWebServer()
 
-    def __init__(self, method, url, public=False, rate="read", upload=False,
+    def __init__(self, method, url, public=False, rate="read", upload=False, signed_urls=False,
                  expected_exceptions=(PipelineError,), **kwargs):
         # expected: logged by nameko as a warning, not an error with a traceback
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
         self.public = public
         self.rate = rate
         self.upload = upload
+        self.signed_urls = signed_urls
 
     def setup(self):
         settings = Settings.from_config(self.container.config)
         self.api_keys = ApiKeys.from_settings(settings)
         self.max_upload_bytes = settings.max_upload_bytes
         self.limits = settings.client_limits
+        self.signer = signer_for(settings) if self.signed_urls else None
         super().setup()
 
     def handle_request(self, request):
         try:
-            request.tenant = None if self.public else self.api_keys.tenant_of(request)
+            request.authorized_by = OPEN
+            request.tenant = None if self.public else self._tenant_of(request)
             if self.rate:
                 self.server.rate_limits.hit(self.rate, request.tenant or request.remote_addr)
             if self.upload:
@@ -74,6 +86,18 @@ class HttpEntrypoint(HttpRequestHandler):
         finally:
             if self.upload:
                 request.upload.close()
+
+    def _tenant_of(self, request):
+        """The key's tenant -- or None for a valid signed URL (``Forbidden`` for a bad one)."""
+        request.authorized_by = BEARER if self.api_keys.required else OPEN
+        try:
+            return self.api_keys.tenant_of(request)
+        except Unauthorized:
+            if self.signer is None or not is_signed(request.args):
+                raise
+        request.signed_until = self.signer.verify(request.path, request.args)
+        request.authorized_by = SIGNATURE
+        return None
 
     def _read_upload(self, request):
         request.shallow = False  # nameko's handle_request lifts it too, later

@@ -1,12 +1,12 @@
 """The gateway's live status streams (``GET /images/<id>/events``).
 
 ``LiveStatus`` owns this process's ``imagepipe.web.live.StatusWatchers``.
-The gateway's broadcast ``image_processed`` handler wakes the watchers; each
-stream is a generator that werkzeug iterates *after* the HTTP worker has
-returned its Response, so an open stream holds no worker slot.  A stream
-re-reads status through the storage proxy of the worker that opened it:
-its replies come through the container's reply listener, which lives as
-long as the container, not the worker.
+The gateway's broadcast ``image_processed`` and ``image_deleted`` handlers
+wake the watchers; each stream is a generator that werkzeug iterates *after*
+the HTTP worker has returned its Response, so an open stream holds no worker
+slot.  A stream re-reads status through the storage proxy of the worker
+that opened it: its replies come through the container's reply listener,
+which lives as long as the container, not the worker.
 """
 import logging
 
@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response
 from imagepipe.settings import Settings
 from imagepipe.web import api
 from imagepipe.web.live import StatusStream, StatusWatchers
+from imagepipe.web.signedurls import signer_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class LiveStatus(DependencyProvider):
     def setup(self):
         settings = Settings.from_config(self.container.config)
         self.public_url = settings.public_url
+        self.signer = signer_for(settings)
         self.recheck_interval = settings.live_recheck_interval
         self.max_seconds = settings.live_max_seconds
         self.watchers = StatusWatchers()
@@ -64,13 +66,15 @@ class LiveStatus(DependencyProvider):
         the stream.  ``read_record`` raising (unknown id: 404) answers
         before anything is streamed.
         """
+        def read_status():
+            return api.image_status(read_record(), self.public_url, self.signer)
+
         watch = self.watchers.watch(image_id)
         try:
-            first_status = api.image_status(read_record(), self.public_url)
+            first_status = read_status()
         except BaseException:
             watch.close()
             raise
-        read_status = lambda: api.image_status(read_record(), self.public_url)  # noqa: E731
         body = StatusStream(watch, first_status, read_status,
                             self.recheck_interval, self.max_seconds)
         # eventlet's server gathers 4 KiB before it writes; events are smaller

@@ -19,8 +19,8 @@ from imagepipe.storage.direct import STORE_ID_FILE, DirectBlobs
 from imagepipe.storage.store import ImageStore
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
-    WAIT_SECONDS, Decision, HostSlots, WebhookSender, deliver, next_attempt, retry_message,
-    retry_state)
+    WAIT_SECONDS, Decision, HostSlots, WebhookSender, deliver, deliver_deletion, next_attempt,
+    retry_message, retry_state)
 from imagepipe.webhooks.urls import check_callback_url
 from services import topology
 from services.extensions.amqp import QueuePublisher
@@ -230,9 +230,15 @@ class WebhookDeliveries(DependencyProvider):
         ledger's ``claim_delivery`` / ``finish_delivery``).
         """
         image_id = message.get("id")
+        attempts, pinned_url = retry_state(message)
+        if message.get("deleted_at"):
+            # image_deleted: the image is gone from storage; the event says all there is
+            decision = deliver_deletion(message, self.sender.send, self.settings.webhook_retry_delays,
+                                        self.slots)
+            self._act(image_id, attempts, decision)
+            return decision
         if message.get("has_callback") is False:
             return None  # imaging says the finished image has no callback_url
-        attempts, pinned_url = retry_state(message)
         delays = self.settings.webhook_retry_delays
         try:
             record = storage.get_image(image_id)

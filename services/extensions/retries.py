@@ -17,7 +17,7 @@ from nameko.extensions import DependencyProvider
 from imagepipe.records import isoformat
 from imagepipe.settings import Settings
 from services import topology
-from services.extensions.amqp import QueuePublisher, declare_queues
+from services.extensions.amqp import QueuePublisher, declare_queues, ready_messages
 
 
 class JobQueue(DependencyProvider):
@@ -59,6 +59,9 @@ class JobQueue(DependencyProvider):
 
     def redispatch(self, job):
         self.publisher.publish(job, self.job_queue, "job")
+
+    def waiting(self):
+        return ready_messages(self.config, self.job_queue)
 
     def dead_letters(self, limit=100):
         return peek_dead_letters(self.config, limit)

@@ -27,7 +27,7 @@ from nameko.constants import (
 from nameko.exceptions import UnknownService, get_module_path, registry
 from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 
-from imagepipe.errors import Unavailable, error_classes
+from imagepipe.errors import PipelineError, Unavailable, error_classes
 from imagepipe.observability import metrics
 from imagepipe.settings import Settings
 from services import topology
@@ -185,9 +185,16 @@ class ConfiguredRpcConsumer(RpcConsumer):
 
 
 class ConfiguredRpc(Rpc):
-    """``@rpc`` whose queue follows ``RPC_QUEUE_TYPE`` (classic or quorum)."""
+    """``@rpc`` whose queue follows ``RPC_QUEUE_TYPE`` (classic or quorum).
+
+    ``imagepipe.errors`` are answers (an unknown id, a bad request), logged
+    by nameko as warnings, not as errors with a traceback.
+    """
 
     rpc_consumer = ConfiguredRpcConsumer()
+
+    def __init__(self, expected_exceptions=(PipelineError,), **kwargs):
+        super().__init__(expected_exceptions=expected_exceptions, **kwargs)
 
 
 rpc = ConfiguredRpc.decorator

@@ -13,7 +13,10 @@ line:
    live stream, without reloading -- and, for done ones, until the thumbnail
    has loaded; screenshots the page;
 3. clicks the card of ``--open`` and reads the renditions table; screenshots
-   the dialog; prints ``{"phase": "finished", …}``.
+   the dialog; with ``--delete``, prints ``{"phase": "inspected"}``, waits
+   for a line on stdin, deletes that image with the dialog's button
+   (accepting the confirmation) and waits until its card is gone;
+   prints ``{"phase": "finished", …}``.
 
 Exits 1 with a message on any failure (a wait timing out, a page error).
 """
@@ -142,13 +145,27 @@ def run(args, playwright):
             "rows": page.eval_on_selector_all(
                 "#renditions tr", """rows => rows.map(row => ({
                     name: row.dataset.rendition,
+                    href: row.querySelector('a').getAttribute('href'),
                     cells: Array.from(row.querySelectorAll('td')).map(td => td.textContent)}))"""),
         }
         screenshots["details"] = str(Path(args.screenshot_dir) / "details.png")
         page.screenshot(path=screenshots["details"])
+    deleted = None
+    if args.open and args.delete:
+        # the test reads the image's status first, then lets us delete it
+        emit({"phase": "inspected"})
+        sys.stdin.readline()
+        confirmations = []
+        page.once("dialog", lambda dialog: confirmations.append(dialog.message) or dialog.accept())
+        page.click("#delete-image")
+        page.wait_for_function(
+            "(id) => !document.querySelector(`.card[data-id='${id}']`) && "
+            "!document.getElementById('details').open", arg=args.open, timeout=30000)
+        deleted = {"id": args.open, "confirmation": confirmations,
+                   "cards_left": len(page.query_selector_all(".card"))}
     browser.close()
     emit({"phase": "finished", "cards": cards, "details": details, "problems": problems,
-          "event_streams": event_streams, "screenshots": screenshots})
+          "event_streams": event_streams, "screenshots": screenshots, "deleted": deleted})
 
 
 def main():
@@ -157,6 +174,7 @@ def main():
     parser.add_argument("--screenshot-dir", required=True)
     parser.add_argument("--api-key")
     parser.add_argument("--open", help="id of the image whose details to open")
+    parser.add_argument("--delete", action="store_true", help="then delete that image")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     if not Path(CHROMIUM).is_file():

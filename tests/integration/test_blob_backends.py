@@ -50,6 +50,24 @@ class Backend:
         return sorted(str(path.relative_to(self.storage_root))
                       for path in self.storage_root.rglob("*") if path.is_file())
 
+    def catalog_rows(self):
+        """``{table: [its rows' ids]}`` of the catalog, read straight from the database."""
+        import sqlalchemy as sa
+
+        from imagepipe.storage.catalog import make_engine
+
+        engine = make_engine(self.config.get("STORAGE_DB") or "sqlite:///{}".format(
+            self.storage_root / "catalog.sqlite3"))
+        try:
+            with engine.connect() as conn:
+                return {
+                    "images": sorted(conn.execute(sa.text("SELECT id FROM images")).scalars()),
+                    "variants": sorted(conn.execute(sa.text(
+                        "SELECT image_id || '/' || preset FROM variants")).scalars()),
+                }
+        finally:
+            engine.dispose()
+
 
 @pytest.fixture(params=["files+sqlite+direct", "files+sqlite+rpc", "s3+sqlite+direct",
                         "s3+sqlite+rpc", "s3+postgresql+direct"])

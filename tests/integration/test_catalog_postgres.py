@@ -81,3 +81,31 @@ def test_racing_storage_processes_lose_no_update(database, tmp_path):
         assert store.get_image(image_id)["status"] == record["status"]
     for store in stores:
         store.catalog.engine.dispose()
+
+
+
+def test_a_jobs_commit_and_a_delete_take_turns_on_the_image_row(database):
+    """complete() and mark_deleted() lock the image row first: neither can slip into the other.
+
+    (Green threads cannot make psycopg calls overlap, so the lock itself is
+    tested: the second writer waits -- here, until its lock_timeout.)
+    """
+    from imagepipe.storage.catalog import images
+
+    catalog = Catalog.from_url(database.url)
+    image_id = "f" * 32
+    catalog.add_image(image_id, "f" * 64, INFO, 1)
+
+    def try_to_delete():
+        with catalog.engine.begin() as other:
+            other.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+            other.execute(images.update().where(images.c.id == image_id).values(status="deleted"))
+
+    with catalog.engine.begin() as job:
+        assert catalog._lock_live(job, image_id)  # what complete() does first
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            try_to_delete()
+    try_to_delete()  # the job's transaction is over: the delete goes through
+    with catalog.engine.begin() as job:
+        assert not catalog._lock_live(job, image_id)  # and a late job finds it deleted
+    catalog.engine.dispose()

@@ -3,6 +3,8 @@ import io
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,6 +14,9 @@ from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
 from tests.helpers import REPO_ROOT, make_jpeg, make_png, wait_for_status
+
+THUMB = {"width": 64, "height": 64, "fit": "contain", "format": "webp", "quality": 80}
+TINY = {"width": 16, "height": 16, "fit": "cover", "format": "png", "quality": 80}
 
 
 def run_cli(*args, timeout=120):
@@ -97,6 +102,70 @@ def test_status_prints_the_image_json(pipeline, base_url, web, tmp_path):
 
     missing = run_cli("status", "0" * 32, "--url", base_url)
     assert missing.returncode == 1 and "404 not_found" in missing.stderr
+
+
+def test_delete_erases_images_and_reports_unknown_ones(pipeline, pipeline_config, base_url, web):
+    image_id = web.post("/upload", files={"image": ("a.png", make_png(90, 60))}).json()["id"]
+    wait_for_status(web, image_id)
+    result = run_cli("delete", image_id, "0" * 32, "--url", base_url)
+    assert result.returncode == 1, result.stdout + result.stderr  # one of the two was unknown
+    assert result.stdout.splitlines() == [
+        "{}: deleted".format(image_id),
+        "{}: 404 not_found: no image with id '{}'".format("0" * 32, "0" * 32)]
+    assert web.get("/images/" + image_id).status_code == 404
+    storage_root = Path(pipeline_config["STORAGE_ROOT"])
+    assert [path for path in storage_root.rglob("*") if image_id in str(path)] == []
+
+
+def operator_cli(config, *args):
+    """``imagepipe reprocess|prune``: the repository's config.yaml, the test's broker."""
+    return run_cli(*args, "--config", str(REPO_ROOT / "config.yaml"), "--amqp-uri", config["AMQP_URI"])
+
+
+def test_reprocess_and_prune_follow_the_presets(runner_factory, pipeline_config, base_url, web):
+    services = (GatewayService, ImagingService, StorageService)
+    first = runner_factory(dict(pipeline_config, PRESETS={"thumb": THUMB, "old": THUMB}), *services)
+    first.start()
+    image_ids = [web.post("/upload", files={"image": ("a.jpg", make_jpeg(200, 150, color=(n, n, 9)))}
+                          ).json()["id"] for n in (1, 99)]
+    for image_id in image_ids:
+        wait_for_status(web, image_id)
+    first.stop()
+    runner_factory(dict(pipeline_config, PRESETS={"thumb": THUMB, "tiny": TINY}), *services).start()
+
+    reprocessed = operator_cli(pipeline_config, "reprocess")
+    assert reprocessed.returncode == 0, reprocessed.stdout + reprocessed.stderr
+    assert reprocessed.stdout == "enqueued 2 reprocess jobs\n"
+    assert "reprocessing" in reprocessed.stderr and "2/2" in reprocessed.stderr  # the progress bar
+    for image_id in image_ids:
+        assert wait_for_presets(web, image_id, {"thumb", "old", "tiny"})
+
+    listed = operator_cli(pipeline_config, "prune")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("old.webp: 2 renditions, ")
+    assert wait_for_presets(web, image_ids[0], {"thumb", "old", "tiny"})  # listing deletes nothing
+    pruned = operator_cli(pipeline_config, "prune", "--delete", "--quiet")
+    assert pruned.returncode == 0 and pruned.stdout.endswith("deleted 2 renditions\n"), pruned.stdout
+    for image_id in image_ids:
+        assert set(web.get("/images/" + image_id).json()["variants"]) == {"thumb", "tiny"}
+    again = operator_cli(pipeline_config, "prune")
+    assert again.stdout == "no renditions of presets that no longer exist\n"
+
+
+def test_operator_commands_without_storage_fail_in_one_line(pipeline_config):
+    pipeline_config["AMQP_URI"] = "amqp://guest:guest@127.0.0.1:9/"
+    result = operator_cli(pipeline_config, "reprocess")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("imagepipe: cannot reach the broker at amqp://guest@127.0.0.1:9/")
+
+
+def wait_for_presets(web, image_id, presets, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(web.get("/images/" + image_id).json()["variants"]) == presets:
+            return True
+        time.sleep(0.1)
+    raise AssertionError("image {} never had exactly {}".format(image_id, presets))
 
 
 def test_api_key_is_sent(pipeline_config, request, base_url, tmp_path):

@@ -6,6 +6,7 @@ image is reliably unfinished while the stream opens.
 import json
 import time
 
+import eventlet
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.utils import get_container, get_extension
@@ -110,6 +111,19 @@ def test_stream_opens_with_the_current_status_then_sends_done_and_closes(
     assert set(last["variants"]) == {"thumb", "medium"}
     assert last == web.get("/images/" + image_id).json()
     assert events.keepalives == 0
+    wait_until(lambda: len(live_watchers(front)) == 0, message="stream released")
+
+
+def test_a_deleted_image_ends_its_stream(start_front, web):
+    # a recheck far beyond the test's wait: only storage's image_deleted event
+    # can end the stream in time
+    front = start_front(LIVE_RECHECK_INTERVAL=120)
+    image_id = upload(web, make_jpeg(320, 240))
+    events = open_events(web, image_id)
+    assert events.next_event()[1]["status"] == "pending"
+    assert web.delete("/images/" + image_id).status_code == 204
+    with eventlet.Timeout(30):
+        assert events.remaining_events() == []  # closed, with no status of a deleted image
     wait_until(lambda: len(live_watchers(front)) == 0, message="stream released")
 
 

@@ -201,7 +201,9 @@ def test_one_correlation_id_follows_an_upload_through_every_service(pipeline, we
     assert not any(other in entry["message"] for entry in followed)
 
 
-def test_dead_letters_and_redeliveries_are_counted(pipeline, pipeline_config, web):
+def test_redeliveries_and_dropped_jobs_are_counted(pipeline, pipeline_config, web):
+    # (dead letters: counted in tests/unit/test_imaging_service.py; a dead letter
+    # of a real image is in tests/integration/test_operations.py)
     from nameko.standalone.events import event_dispatcher
 
     image_id = post_upload(web, make_jpeg(500, 400, color=(50, 60, 70))).json()["id"]
@@ -209,7 +211,7 @@ def test_dead_letters_and_redeliveries_are_counted(pipeline, pipeline_config, we
     before = scrape(web)
     dispatch = event_dispatcher(pipeline_config)
     dispatch("gateway", "image_uploaded", {"id": image_id})  # a duplicate: nothing to do
-    dispatch("gateway", "image_uploaded", {"id": "0" * 32})  # unknown image: dead-lettered
+    dispatch("gateway", "image_uploaded", {"id": "0" * 32})  # no such image (deleted?): dropped
     def both_jobs_through():
         after = scrape(web)
         handled = delta(before, after, "imagepipe_worker_seconds_count", service="imaging",
@@ -217,8 +219,9 @@ def test_dead_letters_and_redeliveries_are_counted(pipeline, pipeline_config, we
         return after if handled >= 2 else None
 
     after = wait_until(both_jobs_through, 10, "both jobs handled")
-    assert delta(before, after, "imagepipe_job_dead_letters_total") == 1
-    assert delta(before, after, "imagepipe_job_failures_total", kind="permanent") == 1
+    assert delta(before, after, "imagepipe_jobs_dropped_total") == 1
+    assert delta(before, after, "imagepipe_job_dead_letters_total") == 0
+    assert delta(before, after, "imagepipe_job_failures_total", kind="permanent") == 0
     assert delta(before, after, "imagepipe_job_retries_total") == 0
     # neither job finished an image: the duplicate found it done already
     assert delta(before, after, "imagepipe_jobs_finished_total", outcome="done") == 0

@@ -12,7 +12,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from openapi_spec_validator import validate as validate_spec
 
 from imagepipe.web.openapi import openapi_spec
-from tests.helpers import make_jpeg, make_png, wait_for_status
+from tests.helpers import WebSession, make_jpeg, make_png, wait_for_status
 
 MAX_UPLOAD_BYTES = 300_000
 
@@ -73,6 +73,10 @@ def test_upload_status_list_and_downloads_conform(pipeline, web, openapi):
             download = conforms(openapi, web.get("/images/{}/{}".format(image_id, rendition)), 200)
             conforms(openapi, web.get("/images/{}/{}".format(image_id, rendition),
                                       headers={"If-None-Match": download.headers["ETag"]}), 304)
+        for variant in status["variants"].values():
+            conforms(openapi, web.get(variant["versioned_url"]), 200)
+            stale = conforms(openapi, web.get(variant["url"] + "?v=" + "0" * 16, allow_redirects=False), 302)
+            assert stale.headers["Location"] == variant["versioned_url"]
     first_page = conforms(openapi, web.get("/images?limit=1"), 200).json()
     assert len(first_page["images"]) == 1 and first_page["next"]
     last_page = conforms(openapi, web.get(first_page["next"]), 200).json()
@@ -141,6 +145,32 @@ def test_read_errors_conform(pipeline, web, openapi):
     too_long = conforms(openapi, web.get("/images?cursor=" + "x" * 9000), 414)
     assert error_code(too_long) == "uri_too_long"
     assert conforms(openapi, web.get("/health"), 200)  # and the server keeps serving
+
+
+def test_delete_conforms(pipeline, web, openapi):
+    image_id = web.post("/upload", files={"image": ("a.jpg", make_jpeg(90, 60))}).json()["id"]
+    wait_for_status(web, image_id)
+    deleted = conforms(openapi, web.delete("/images/" + image_id), 204)
+    assert deleted.content == b""
+    for path in ("/images/" + image_id, "/images/not-an-id"):
+        assert error_code(conforms(openapi, web.delete(path), 404)) == "not_found"
+
+
+def test_signed_urls_conform(runner_factory, pipeline_config, base_url, web, openapi):
+    pipeline_config.update(API_KEYS="key-one", URL_SIGNING_SECRET="a secret")
+    start(runner_factory, pipeline_config, "gateway", "imaging", "storage")
+    keyed = WebSession(base_url)
+    keyed.headers["Authorization"] = "Bearer key-one"
+    image_id = keyed.post("/upload", files={"image": ("a.jpg", make_jpeg(90, 60))}).json()["id"]
+    wait_for_status(keyed, image_id)
+    status = conforms(openapi, keyed.get("/images/" + image_id), 200).json()
+    signed = status["variants"]["thumb"]["signed_url"]
+    conforms(openapi, web.get(signed), 200)
+    conforms(openapi, web.get(status["original"]["signed_url"]), 200)
+    tampered = signed.replace("/thumb?", "/medium?")
+    assert error_code(conforms(openapi, web.get(tampered), 403)) == "invalid_signature"
+    stale = signed.replace("v=", "v=0", 1)
+    assert conforms(openapi, web.get(stale, allow_redirects=False), 302).headers["Location"] == signed
 
 
 def test_unauthorized_answers_conform(runner_factory, pipeline_config, web, openapi):

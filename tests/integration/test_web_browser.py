@@ -7,6 +7,10 @@ eventlet.
 
 Imaging starts only after the page shows the uploads as pending, so the cards
 can only turn ``done``/``failed`` through the page's live status streams.
+At the end the page deletes one image with its button, and the test looks
+for anything of it left in storage.  The page shows renditions at their
+versioned URLs; with an API key the server also signs URLs, and the page
+shows renditions through those (no blob: URLs).
 
 The uploads are made with Pillow (tests/samples.py).
 ``WEB_SCREENSHOT_DIR=docs/screenshots`` writes the screenshots there instead
@@ -19,12 +23,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import eventlet
 import pytest
 from PIL import Image
 
 from imagepipe.rendering.placeholder import thumbhash_to_rgba
+from imagepipe.web.signedurls import UrlSigner
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
@@ -34,6 +40,7 @@ from tests.corpus import corpus_dir
 from tests.helpers import REPO_ROOT
 
 KEY = "browser-test-key"
+SIGNING_SECRET = "browser-test-signing-secret"
 # the README's screenshot: real photos (and the same three kinds of file as below)
 DOCS_FILES = ["flower.jpg", "transparent.png", "truncated_jpeg.jpg",
               "xmp_test.jpg", "chi.gif", "lossless1.webp", "hopper.jpg"]
@@ -55,7 +62,7 @@ def write_uploads(folder):
 class PageDriver:
     def __init__(self, base_url, files, screenshot_dir, open_id, api_key=None):
         command = [sys.executable, "-m", "tests.browser.page_driver", "--base-url", base_url,
-                   "--screenshot-dir", str(screenshot_dir), "--open", open_id]
+                   "--screenshot-dir", str(screenshot_dir), "--open", open_id, "--delete"]
         if api_key:
             command += ["--api-key", api_key]
         self.process = subprocess.Popen(
@@ -84,6 +91,26 @@ class PageDriver:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def assert_shown_through(url, status, api_key):
+    """``url`` is the versioned URL of one of ``status``'s renditions -- signed with a key.
+
+    Signed URLs are compared by what they grant (the expiry the page got may
+    be a newer one than the test's status read, or an older one).
+    """
+    parts = urlsplit(url)
+    args = dict(parse_qsl(parts.query))
+    urls = {urlsplit(status["original"]["url"]).path: status["original"]}
+    for variant in status["variants"].values():
+        urls[urlsplit(variant["url"]).path] = variant
+        urls.update((urlsplit(info["url"]).path, info) for info in variant["formats"].values())
+    assert parts.path in urls, (url, sorted(urls))
+    assert args.get("v") == urls[parts.path].get("version"), (url, urls[parts.path])
+    if api_key:
+        assert UrlSigner(SIGNING_SECRET, 3600).verify(parts.path, args), url
+    else:
+        assert set(args) <= {"v"}, url
 
 
 def check_placeholder(card, thumb):
@@ -117,6 +144,7 @@ def test_upload_watch_and_inspect_in_a_real_browser(
         files, photo, broken = [corpus_dir() / name for name in DOCS_FILES], "flower.jpg", "truncated_jpeg.jpg"
     if api_key:
         pipeline_config["API_KEYS"] = api_key
+        pipeline_config["URL_SIGNING_SECRET"] = SIGNING_SECRET
         web.headers["Authorization"] = "Bearer " + api_key
     ids = {path.name: image_id(path, api_key) for path in files}
 
@@ -133,6 +161,9 @@ def test_upload_watch_and_inspect_in_a_real_browser(
 
         runner_factory(pipeline_config, ImagingService).start()
         driver.proceed()
+        assert driver.read()["phase"] == "inspected"
+        statuses = {identifier: web.get("/images/" + identifier).json() for identifier in ids.values()}
+        driver.proceed()  # now it deletes the photo
         finished = driver.finish()
     finally:
         driver.kill()
@@ -142,19 +173,20 @@ def test_upload_watch_and_inspect_in_a_real_browser(
     assert set(ids.values()) <= set(finished["event_streams"])
     cards = {card["id"]: card for card in finished["cards"]}
     for name, identifier in ids.items():
-        card, status = cards[identifier], web.get("/images/" + identifier).json()
+        card, status = cards[identifier], statuses[identifier]
         assert card["status"] == card["badge"] == status["status"], (name, card, status)
         if status["status"] == "done":
             thumb = status["variants"]["thumb"]
             assert card["thumb"] == [thumb["width"], thumb["height"]], (name, card)
-            assert card["thumb_src"].startswith("blob:" if api_key else "/images/")
+            # versioned URLs (cached for good); with a key, signed ones: no blob: needed
+            assert_shown_through(card["thumb_src"], status, api_key)
             check_placeholder(card, thumb)
         else:
             assert card["error"] == status["error"] and status["error"], (name, card)
     assert cards[ids[photo]]["status"] == "done"
     assert cards[ids[broken]]["status"] == "failed"
 
-    flower = web.get("/images/" + ids[photo]).json()
+    flower = statuses[ids[photo]]
     details = finished["details"]
     assert details["title"] == flower["id"]
     expected_rows = [("original", flower["original"])] + sorted(flower["variants"].items())
@@ -163,12 +195,26 @@ def test_upload_watch_and_inspect_in_a_real_browser(
         dimensions = "{} × {}".format(info["width"], info["height"])
         assert row["cells"][:3] == [name, info["format"].upper(), dimensions]
 
+    for row in details["rows"]:
+        assert_shown_through(row["href"], flower, api_key)
+
     # the preview is a <picture> whose srcset spans the contain renditions
-    assert details["preview_src"].startswith("blob:" if api_key else base_url + "/images/")
-    if not api_key:
-        assert details["preview_srcset"] == ", ".join(
-            "{} {}w".format(flower["variants"][name]["formats"]["webp"]["url"],
-                            flower["variants"][name]["width"]) for name in ("thumb", "medium"))
+    assert_shown_through(details["preview_src"], flower, api_key)
+    srcset = [entry.rsplit(" ", 1) for entry in details["preview_srcset"].split(", ")]
+    assert [(urlsplit(url).path, width) for url, width in srcset] == [
+        (urlsplit(flower["variants"][name]["formats"]["webp"]["url"]).path,
+         "{}w".format(flower["variants"][name]["width"])) for name in ("thumb", "medium")]
+    for url, _width in srcset:
+        assert_shown_through(url, flower, api_key)
+
+    # the delete button erased the image: not served, not listed, no file left
+    deleted = finished["deleted"]
+    assert deleted["id"] == flower["id"] and flower["id"] in deleted["confirmation"][0]
+    assert deleted["cards_left"] == len(files) - 1
+    assert web.get("/images/" + flower["id"]).status_code == 404
+    assert flower["id"] not in [image["id"] for image in web.get("/images").json()["images"]]
+    storage_root = Path(pipeline_config["STORAGE_ROOT"])
+    assert [path for path in storage_root.rglob("*") if flower["id"] in str(path)] == []
 
     for path in finished["screenshots"].values():
         with Image.open(path) as shot:

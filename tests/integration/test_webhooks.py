@@ -161,6 +161,25 @@ def test_reupload_of_a_done_image_with_a_new_callback_delivers_at_once(pipeline,
     assert json.loads(request["body"])["status"] == "done"
 
 
+def test_a_deleted_image_is_announced_to_its_callback(pipeline, web, receiver):
+    image_id = web.post("/upload", files={"image": ("a.jpg", make_jpeg(320, 240))},
+                        data={"callback_url": receiver.url("/hook")}).json()["id"]
+    [done] = receiver.wait_for(1)
+    assert json.loads(done["body"])["status"] == "done"
+    assert web.delete("/images/" + image_id).status_code == 204
+    deleted = receiver.wait_for(2)[1]
+    time.sleep(1.5)  # room for a duplicate, which must not come
+    assert len(receiver.requests) == 2
+    assert deleted["path"] == "/hook"
+    assert deleted["headers"]["X-Imagepipe-Event"] == "image.deleted"
+    assert_signed(deleted)
+    body = json.loads(deleted["body"])
+    assert set(body) == {"id", "status", "deleted_at"}  # nothing of the erased image but its id
+    assert (body["id"], body["status"]) == (image_id, "deleted")
+    assert body["deleted_at"] >= json.loads(done["body"])["updated_at"]
+    assert deleted["headers"]["X-Imagepipe-Delivery"] != done["headers"]["X-Imagepipe-Delivery"]
+
+
 @pytest.mark.parametrize("url, code", [
     ("not a url", "invalid_callback_url"),
     ("http://", "invalid_callback_url"),

@@ -12,7 +12,7 @@ from nameko.testing.services import replace_dependencies, restrict_entrypoints
 from nameko.web.server import WebServer
 
 from harness.processes import free_port
-from imagepipe.errors import NotFound, Unavailable
+from imagepipe.errors import ImageNotFound, NotFound, Unavailable
 from services.gateway import GatewayService
 from tests.helpers import WebSession, load_config, make_jpeg
 
@@ -25,7 +25,7 @@ RECORD = {
                            "height": 24, "bytes": 3, "sha256": "d" * 64}},
     "created_at": "t0", "updated_at": "t1", "callback_url": None,
 }
-HTTP_ENTRYPOINTS = ["upload", "list_images", "image_status", "image_bytes", "health",
+HTTP_ENTRYPOINTS = ["upload", "list_images", "image_status", "delete_image", "image_bytes", "health",
                     "web_page", "web_static", "metrics_page", "openapi"]
 
 
@@ -100,6 +100,28 @@ def test_a_rendition_revalidates_without_fetching_its_bytes(gateway):
     again = web.get("/images/{}/thumb".format(IMAGE_ID), headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
     assert storage.get_variant.call_count == 1
+
+
+def test_versions_pick_the_caching_and_a_stale_one_redirects_without_bytes(gateway):
+    web, storage, _ = gateway
+    storage.get_image.return_value = RECORD
+    storage.get_variant.return_value = (b"abc", RECORD["variants"]["thumb"])
+    path = "/images/{}/thumb".format(IMAGE_ID)
+    assert web.get(path).headers["Cache-Control"] == "public, no-cache"
+    versioned = web.get(path + "?v=" + "d" * 16)
+    assert versioned.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    stale = web.get(path + "?v=" + "0" * 16, allow_redirects=False)
+    assert (stale.status_code, stale.headers["Location"]) == (302, path + "?v=" + "d" * 16)
+    assert storage.get_variant.call_count == 2  # the redirect fetched nothing
+
+
+def test_delete_answers_204_with_no_body(gateway):
+    web, storage, _ = gateway
+    response = web.delete("/images/" + IMAGE_ID)
+    assert (response.status_code, response.content) == (204, b"")
+    storage.delete_image.assert_called_once_with(IMAGE_ID, None)  # no keys: no tenant
+    storage.delete_image.side_effect = ImageNotFound("no image with id")
+    assert web.delete("/images/" + IMAGE_ID).json()["error"] == "not_found"
 
 
 @pytest.mark.parametrize("path, status, code", [

@@ -5,7 +5,7 @@ from unittest.mock import call
 import pytest
 from nameko.testing.services import worker_factory
 
-from imagepipe.errors import InvalidImage, NotFound, Unavailable
+from imagepipe.errors import ImageNotFound, InvalidImage, NotFound, Unavailable
 from imagepipe.rendering.presets import Preset
 from imagepipe.rendering.render import Rendition
 from imagepipe.settings import Settings
@@ -150,6 +150,49 @@ def test_job_for_unknown_image_is_dead_lettered_at_once(service):
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.jobs.retry.assert_called_once_with({"id": IMAGE_ID}, "no image", final=True)
     service.dispatch.assert_not_called()
+
+
+@pytest.mark.parametrize("step", ["claim", "complete"])
+def test_job_of_a_deleted_image_is_dropped_without_retry_or_dead_letter(service, step):
+    getattr(service.storage, step).side_effect = ImageNotFound("no image with id")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.jobs.retry.assert_not_called()
+    service.storage.finish.assert_not_called()
+    service.dispatch.assert_not_called()
+    service.metrics.job_attempt_failed.assert_not_called()
+    service.metrics.job_dropped.assert_called_once_with()
+
+
+def test_an_original_gone_with_its_deleted_image_drops_the_job(service):
+    class DeletedMeanwhile(StagingBlobs):  # between the claim and the read of the original
+        def read(self, grant):
+            raise NotFound("blob originals/aa/... is missing")
+
+    service.blobs.direct_for.return_value = DeletedMeanwhile({})
+    service.storage.claim.return_value = {
+        "record": record(), "original": {"key": "originals/aa/" + IMAGE_ID}, "renditions": {}}
+    service.storage.get_image.side_effect = ImageNotFound("no image with id")
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.jobs.retry.assert_not_called()
+    service.metrics.job_dropped.assert_called_once_with()
+    # while the image still exists, a missing blob is a dead letter as before
+    service.storage.get_image.side_effect = None
+    service.jobs.retry.return_value = False
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.jobs.retry.assert_called_once_with(
+        {"id": IMAGE_ID}, "blob originals/aa/... is missing", final=True)
+
+
+def test_a_reprocess_may_name_the_presets_to_render(service):
+    service.config = Settings(presets=(Preset("thumb", 256, 256), Preset("small", 64, 64)))
+    stored = {"formats": {"webp": {}}}
+    service.storage.claim.return_value = claimed(record("done", variants={"thumb": stored,
+                                                                          "small": stored}))
+    service.render.return_value = [Rendition("small", b"webp", "webp", "image/webp", 8, 4)]
+    service.handle_image_uploaded({"id": IMAGE_ID, "reprocess": True, "presets": ["small"]})
+    assert [preset.name for preset in service.render.call_args.args[1]] == ["small"]
+    assert service.storage.complete.call_args.args[2] is True  # replace what is there
+    service.storage.claim.assert_called_once_with(IMAGE_ID, True)
 
 
 def test_crash_looping_job_gives_up(service):

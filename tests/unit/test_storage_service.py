@@ -4,7 +4,7 @@ from nameko.testing.services import worker_factory
 
 from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.storage.catalog import Catalog
-from imagepipe.errors import BadRequest
+from imagepipe.errors import BadRequest, ImageNotFound, Unavailable
 from imagepipe.settings import Settings
 from imagepipe.storage.store import ImageStore
 from services.storage import StorageService
@@ -67,3 +67,32 @@ def test_sweeper_redispatches_stalled_images(service):
     image_id = service.put_original(b"stuck", INFO)[0]["id"]
     service.sweep()
     service.jobs.redispatch.assert_called_once_with({"id": image_id})
+
+
+def test_delete_announces_image_deleted_before_the_rows_go(service):
+    image_id = service.put_original(b"erase me", INFO, "https://h.example/hook")[0]["id"]
+    seen = []
+    service.events.side_effect = lambda event, notice: seen.append(
+        (event, notice, service.store.catalog.unfinished_deletions(-1)))
+    notice = service.delete_image(image_id)
+    assert seen == [("image_deleted", notice, [image_id])]  # rows still there, marked
+    assert notice == {"id": image_id, "deleted_at": notice["deleted_at"],
+                      "callback_url": "https://h.example/hook"}
+    assert service.store.catalog.unfinished_deletions(-1) == []
+
+
+def test_the_sweeper_finishes_a_delete_the_broker_interrupted(service):
+    image_id = service.put_original(b"half erased", INFO)[0]["id"]
+    service.events.side_effect = Unavailable("the message broker did not confirm the event")
+    with pytest.raises(Unavailable):
+        service.delete_image(image_id)
+    with pytest.raises(ImageNotFound):
+        service.get_image(image_id)  # hidden meanwhile
+    service.events.side_effect = None
+    service.finish_deletions()
+    service.events.assert_called_with("image_deleted", {
+        "id": image_id, "deleted_at": service.events.call_args.args[1]["deleted_at"],
+        "callback_url": None})
+    assert service.store.catalog.unfinished_deletions(-1) == []
+    service.finish_deletions()  # nothing left to do
+    assert service.events.call_count == 2

@@ -165,3 +165,50 @@ def test_with_quorum_job_queues_the_webhook_queues_are_quorum_too():
     assert arguments["x-queue-type"] == "quorum" and arguments["x-message-ttl"] == 5000
     assert arguments["x-dead-letter-strategy"] == "at-least-once"
     assert (arguments["x-dead-letter-exchange"], arguments["x-dead-letter-routing-key"]) == ("", DELIVERY_QUEUE)
+
+
+NO_STORAGE = Unreachable(AssertionError("storage must not be asked"))
+
+
+def test_a_deletion_erases_the_ledger_and_is_posted_from_the_event_alone(storage):
+    webhooks = Recorded(Attempt(True, "HTTP 204"))
+    assert webhooks.handle({"id": storage.image_id}, storage).outcome == "delivered"
+    notice = storage.delete_image(storage.image_id)  # its ledger rows go with it
+    assert storage.deliveries.state(storage.image_id, URL, "done") is None
+    decision = webhooks.handle(notice, NO_STORAGE)  # the image is gone from storage
+    assert decision.outcome == "delivered"
+    assert webhooks.sent[1] == (URL, {"id": storage.image_id, "status": "deleted",
+                                      "deleted_at": notice["deleted_at"]})
+
+
+def test_a_failed_deletion_delivery_is_retried_with_what_it_needs():
+    webhooks = Recorded(Attempt(False, "HTTP 503"))
+    deleted = {"id": "ab" * 16, "deleted_at": "2026-01-02T03:04:05.678+00:00", "callback_url": URL}
+    webhooks.handle(deleted, NO_STORAGE)
+    [(queue, retry)] = webhooks.published
+    assert queue == "webhooks.deliveries.retry.1s"
+    assert retry == {"id": deleted["id"], "deleted_at": deleted["deleted_at"],
+                     "webhook": {"attempt": 1, "callback_url": URL}}
+    webhooks.handle(retry, NO_STORAGE)
+    final = webhooks.handle(webhooks.published[-1][1], NO_STORAGE)
+    assert final.outcome == "gave_up"
+    assert [url for url, _ in webhooks.sent] == [URL] * 3
+
+
+def test_deletion_deliveries_wait_for_a_free_slot_of_their_host():
+    webhooks = Recorded(Attempt(True, "HTTP 204"), max_per_host=1)
+    webhooks.slots.acquire("h.example")  # a delivery to that host under way
+    deleted = {"id": "ab" * 16, "deleted_at": "t", "callback_url": URL}
+    assert webhooks.handle(deleted, NO_STORAGE).outcome == "deferred"
+    assert webhooks.sent == [] and webhooks.published[0][1] == deleted
+
+
+def test_a_deletion_of_an_image_without_callback_sends_nothing():
+    webhooks = Recorded(Attempt(True, ""))
+    decision = webhooks.handle({"id": "ab" * 16, "deleted_at": "t", "callback_url": None}, NO_STORAGE)
+    assert decision.outcome == "skipped" and webhooks.sent == [] and webhooks.published == []
+
+
+def test_the_delivery_queue_takes_both_events():
+    bindings = {(bound.exchange.name, bound.routing_key) for bound in delivery_queue({}).bindings}
+    assert bindings == {("imaging.events", "image_processed"), ("storage.events", "image_deleted")}

@@ -322,6 +322,17 @@ def test_deliver_succeeds_on_a_2xx():
     assert (decision.outcome, decision.retry_message) == ("delivered", None)
 
 
+def test_a_deletion_has_its_own_event_header_and_delivery_id():
+    sender = WebhookSender()
+    body = {"id": "cd" * 16, "status": "deleted", "deleted_at": "t2"}
+    headers = sender.headers(b"{}", body, "http://h/x")
+    assert headers["X-Imagepipe-Event"] == "image.deleted"
+    done = sender.headers(b"{}", dict(RECORD, updated_at="t2"), "http://h/x")
+    assert headers["X-Imagepipe-Delivery"] != done["X-Imagepipe-Delivery"]
+    again = sender.headers(b"{}", dict(body), "http://h/x")
+    assert again["X-Imagepipe-Delivery"] == headers["X-Imagepipe-Delivery"]  # stable across retries
+
+
 def test_the_readme_verification_snippet_accepts_our_signatures():
     import re
     import time

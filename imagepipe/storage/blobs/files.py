@@ -36,8 +36,7 @@ class FileBlobStore(BlobStore):
         # The catalog records content type and SHA-256; a file needs neither.
         path = self._path(key)
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        fd, tmp_path = self._temporary_file(folder)
         try:
             with os.fdopen(fd, "wb") as tmp:
                 tmp.write(data)
@@ -62,7 +61,35 @@ class FileBlobStore(BlobStore):
         return os.path.exists(self._path(key))
 
     def delete(self, key):
-        _remove_quietly(self._path(key))
+        path = self._path(key)
+        _remove_quietly(path)
+        self._remove_empty_folders(os.path.dirname(path))
+
+    @staticmethod
+    def _temporary_file(folder, attempts=2):
+        for attempt in range(1, attempts + 1):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            except FileNotFoundError:
+                # a delete removed the folder, empty, between makedirs and mkstemp
+                if attempt == attempts:
+                    raise
+
+    def _remove_empty_folders(self, folder):
+        """Remove ``folder`` and its parents while they are empty, up to the top-level folders.
+
+        A deleted image leaves no folder named after it (its id is the hash of
+        its content); shard folders go too once they hold nothing.  The
+        top-level folders (``originals``, ``variants``, ``staging``, where
+        others write under grants) stay.
+        """
+        while os.path.dirname(folder).startswith(self.root + os.sep):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (or gone already): the parents are not empty either
+                return
+            folder = os.path.dirname(folder)
 
     def open(self, key):
         try:
@@ -78,14 +105,20 @@ class FileBlobStore(BlobStore):
                 size += len(chunk)
         return size, sha256.hexdigest()
 
-    def promote(self, source, target, content_type=None, sha256=None, size=None):
+    def promote(self, source, target, content_type=None, sha256=None, size=None, attempts=2):
         source_path, target_path = self._path(source), self._path(target)
         folder = os.path.dirname(target_path)
-        os.makedirs(folder, exist_ok=True)
-        try:
-            os.replace(source_path, target_path)
-        except FileNotFoundError:
-            raise NotFound("blob {} is missing".format(source)) from None
+        for attempt in range(1, attempts + 1):
+            os.makedirs(folder, exist_ok=True)
+            try:
+                os.replace(source_path, target_path)
+                break
+            except FileNotFoundError:
+                if not os.path.exists(source_path):
+                    raise NotFound("blob {} is missing".format(source)) from None
+                # a delete removed the target's folder, empty, after makedirs: once more
+                if attempt == attempts:
+                    raise
         if self.fsync:
             _fsync_dir(folder)
 

@@ -66,15 +66,26 @@ async function apiGet(path) {
   return body;
 }
 
-// What Chromium's <img> sends: with an API key the page fetches renditions
-// itself, and asks for the formats an <img> would.
+// What Chromium's <img> sends: with an API key and no signed URLs the page
+// fetches renditions itself, and asks for the formats an <img> would.
 const IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
 
-// Where an <img> can load a rendition from. Without a key that is the URL
-// itself; with one, an <img> cannot send the header, so fetch it and show an
-// object URL (the CSP allows blob: images for exactly this).
-async function imageSource(url) {
-  if (!apiKey()) return url;
+// Where an <img> can load a rendition (or the original, or one format) from
+// by itself: its signed URL when the server hands them out (API keys with
+// URL_SIGNING_SECRET: it works without the header); without a key, its
+// versioned URL (immutable: the browser keeps it until the rendition
+// changes). With a key but no signed URLs: none.
+function directUrl(rendition) {
+  if (rendition.signed_url) return rendition.signed_url;
+  return apiKey() ? null : rendition.versioned_url || rendition.url;
+}
+
+// An <img> cannot send the header: fetch it with the key and show an object
+// URL (the CSP allows blob: images for exactly this).
+async function imageSource(rendition) {
+  const direct = directUrl(rendition);
+  if (direct) return direct;
+  const url = rendition.url;
   if (!blobUrls.has(url)) {
     const response = await fetch(url, { headers: authHeaders({ Accept: IMAGE_ACCEPT }) });
     if (!response.ok) throw new ApiError(response.status, response.statusText);
@@ -85,9 +96,10 @@ async function imageSource(url) {
 
 // ---- renditions: <picture> and placeholders ---------------------------------------
 // A preset may have several formats (status: variant.formats, best first).
-// Without a key the browser picks among them: one <source type> per format
-// and the last (the fallback) as the <img>. With a key the negotiated URL is
-// fetched with the Accept an <img> sends, and shown as a blob: URL.
+// The browser picks among them: one <source type> per format and the last
+// (the fallback) as the <img>, at their versioned or signed URLs. With a key
+// and no signed URLs the negotiated URL is fetched with the Accept an <img>
+// sends, and shown as a blob: URL.
 
 function formatsOf(variant) {
   return Object.entries(variant.formats || { [variant.format]: variant });
@@ -99,7 +111,7 @@ function srcsets(variants) {
   for (const variant of variants) {
     for (const [, info] of formatsOf(variant)) {
       if (!sets.has(info.mime_type)) sets.set(info.mime_type, []);
-      sets.get(info.mime_type).push(info.url + " " + info.width + "w");
+      sets.get(info.mime_type).push(directUrl(info) + " " + info.width + "w");
     }
   }
   return sets;
@@ -112,8 +124,8 @@ function pictureOf(variants, alt, sizes) {
   img.alt = alt;
   img.addEventListener("load", () => { img.dataset.loadedAt = performance.now(); });
   const main = variants[variants.length - 1];
-  if (apiKey()) {
-    imageSource(main.url).then((src) => { img.src = src; })
+  if (!directUrl(main)) {
+    imageSource(main).then((src) => { img.src = src; })
       .catch(() => { img.alt = alt + " unavailable"; });
     picture.append(img);
     return picture;
@@ -430,7 +442,10 @@ async function watchStatus(id) {
         needKey();
         return;
       }
-      if (response.status === 404) return;
+      if (response.status === 404) {
+        forget(id);  // deleted (in another tab, say)
+        return;
+      }
       if (!response.ok) throw new ApiError(response.status, response.statusText);
       $("live-state").classList.remove("off");
       for await (const status of serverSentEvents(response.body)) {
@@ -535,13 +550,13 @@ function fillDetails(status) {
     const row = element("tr");
     row.dataset.rendition = name;
     const link = element("a", "", "open");
-    link.href = info.url;
+    link.href = directUrl(info) || info.url;
     link.target = "_blank";
     link.rel = "noopener";
-    if (apiKey()) {
+    if (!directUrl(info)) {
       link.addEventListener("click", (event) => {
         event.preventDefault();
-        imageSource(info.url).then((src) => window.open(src, "_blank", "noopener"));
+        imageSource(info).then((src) => window.open(src, "_blank", "noopener"));
       });
     }
     const linkCell = element("td");
@@ -555,6 +570,38 @@ function fillDetails(status) {
     );
     return row;
   }));
+}
+
+// ---- delete --------------------------------------------------------------------
+
+async function deleteImage(id) {
+  if (!window.confirm("Delete image " + id + "? Its original and every rendition are erased.")) return;
+  const response = await fetch("/images/" + id, { method: "DELETE", headers: authHeaders() });
+  if (response.status === 401) {
+    needKey();
+    return;
+  }
+  // 404: deleted already (elsewhere): gone either way
+  if (response.status !== 204 && response.status !== 404) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = null;
+    }
+    $("details-error").textContent = "Could not delete: " + ((body && body.message) || response.statusText);
+    $("details-error").hidden = false;
+    return;
+  }
+  forget(id);
+  $("details").close();
+}
+
+function forget(id) {
+  const card = cards.get(id);
+  if (card) card.element.remove();
+  cards.delete(id);
+  $("empty").hidden = cards.size > 0;
 }
 
 // ---- wiring --------------------------------------------------------------------
@@ -597,6 +644,7 @@ function setUp() {
   window.addEventListener("drop", (event) => event.preventDefault());
 
   $("more").addEventListener("click", () => nextPage && loadPage(nextPage));
+  $("delete-image").addEventListener("click", () => deleteImage($("details").dataset.id));
   loadPage("/images?limit=" + PAGE_SIZE);
 }
 
