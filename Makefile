@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 SERVICES := services.gateway services.imaging services.storage services.webhooks
 PYTEST_ARGS ?=
+# SCALE=auto: `make run` leaves imaging to the scaler (see "Scaling" in README.md)
+SCALE ?=
 
-.PHONY: run test test-unit test-integration chaos bench venv broker clean
+.PHONY: run scale test test-unit test-integration chaos bench venv broker clean
 
 venv: $(VENV)/.installed
 
@@ -20,8 +22,21 @@ $(VENV)/.installed: requirements.txt
 broker: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh
 
+ifeq ($(SCALE),auto)
+# gateway, storage and webhooks in one process as usual; imaging processes
+# started and stopped by the scaler; Ctrl-C or either exiting stops both.
+run: venv broker
+	@trap 'kill -TERM $$scaler 2>/dev/null; wait $$scaler' EXIT; \
+	$(BIN)/python -m imagepipe scale --config $(CONFIG) & scaler=$$!; \
+	$(BIN)/nameko run --config $(CONFIG) $(filter-out services.imaging,$(SERVICES))
+else
 run: venv broker
 	$(BIN)/nameko run --config $(CONFIG) $(SERVICES)
+endif
+
+# Only the scaler and its imaging processes (the other services run elsewhere).
+scale: venv broker
+	$(BIN)/python -m imagepipe scale --config $(CONFIG)
 
 # The whole suite: unit, integration (real RabbitMQ, a vhost per test) and the
 # short scenario runs.  `nameko test` is pytest with eventlet monkey-patched.

@@ -2,6 +2,11 @@
 
     python -m imagepipe upload PATH... [--wait] [--url URL] [--api-key KEY]
     python -m imagepipe status ID [--url URL] [--api-key KEY]
+    python -m imagepipe scale [--config config.yaml]
+
+``scale`` is the one command that is not a client: it runs imaging
+processes that follow the job queue (``imagepipe.scaling``; needs the
+services' requirements).
 
 Folders are walked recursively for files with an image extension; files named
 on the command line are sent whatever their name (the server decides by
@@ -11,7 +16,8 @@ without one (404/405), by polling ``GET /images/<id>`` -- and prints each
 rendition's URL.  The exit status is 1 if any file was rejected, failed or
 could not be sent.
 
-A plain HTTP client (requests, tqdm): nothing here needs nameko or a broker.
+``upload`` and ``status`` are a plain HTTP client (requests, tqdm): they need
+neither nameko nor a broker.
 """
 import argparse
 import json
@@ -275,13 +281,23 @@ def build_parser():
     status = commands.add_parser("status", parents=[server], help="print an image's status as JSON")
     status.add_argument("image_id", metavar="ID")
     status.set_defaults(run=status_command)
+    scale = commands.add_parser(
+        "scale", help="run imaging processes that follow the job queue (SCALE_* in config.yaml)")
+    scale.add_argument("--config", default="config.yaml", help="nameko config (default %(default)s)")
+    scale.set_defaults(run=scale_command)
     return parser
+
+
+def scale_command(args, client, out, err):
+    from imagepipe.scaling.scaler import main as run_scaler  # the services' dependencies
+
+    return run_scaler(args.config)
 
 
 def main(argv=None, out=None, err=None):
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
-    client = Client(args.url, args.api_key)
+    client = Client(args.url, args.api_key) if "url" in args else None
     try:
         return args.run(args, client, out, err)
     except CliError as exc:

@@ -44,3 +44,11 @@ def positive_int(value, name, default):
     if number < 1:
         raise ValueError("{} must be at least 1, not {}".format(name, number))
     return number
+
+
+def non_negative_int(value, name, default):
+    """A whole number of at least 0; missing or empty means ``default``."""
+    number = int(value) if value not in (None, "") else default
+    if number < 0:
+        raise ValueError("{} must be 0 or more, not {}".format(name, number))
+    return number
