@@ -59,3 +59,11 @@ def memory_mb(pid, field="VmHWM"):
     except OSError:
         pass
     return None
+
+
+def alive(pid):
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False

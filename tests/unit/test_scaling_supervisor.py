@@ -9,6 +9,8 @@ import time
 import eventlet
 import pytest
 
+from harness import procstat
+
 from imagepipe.scaling.supervisor import Supervisor, nameko_command
 
 # exits 0 shortly after SIGTERM, like nameko finishing its jobs
@@ -46,14 +48,6 @@ def handles_sigterm(child):
 def started(*children):
     for child in children:
         wait_until(lambda: handles_sigterm(child), what="{} ready".format(child))
-
-
-def alive(pid):
-    try:
-        with open("/proc/{}/stat".format(pid)) as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture
@@ -144,10 +138,10 @@ def test_no_orphans_when_the_scaler_is_killed(tmp_path):
     try:
         wait_until(lambda: pid_file.exists() and pid_file.read_text(), what="children started")
         children = [int(pid) for pid in pid_file.read_text().split()]
-        assert all(alive(pid) for pid in children)
+        assert all(procstat.alive(pid) for pid in children)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        wait_until(lambda: not any(alive(pid) for pid in children), what="children gone")
+        wait_until(lambda: not any(procstat.alive(pid) for pid in children), what="children gone")
     finally:
         parent.kill()
         parent.wait()
