@@ -68,8 +68,7 @@ class QueueProbe:
         url = "{}/api/queues/{}/{}".format(
             self.management_url, quote(self.vhost, safe=""), quote(JOB_QUEUE, safe=""))
         try:
-            response = requests.get(url, params={"columns": "messages_unacknowledged"},
-                                    timeout=self.timeout)
+            response = requests.get(url, timeout=self.timeout)
         except requests.RequestException as exc:
             raise ProbeFailed("management API: {}".format(type(exc).__name__)) from None
         if response.status_code == 404:
