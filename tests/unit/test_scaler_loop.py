@@ -5,6 +5,7 @@ from imagepipe.scaling.policy import Observation
 from imagepipe.scaling.probe import ProbeFailed
 from imagepipe.scaling.scaler import Scaler
 from imagepipe.scaling.settings import ScalingSettings
+from imagepipe.scaling.supervisor import Supervisor
 
 
 class Clock:
@@ -33,28 +34,19 @@ class Child:
         self.number, self.started, self.stopping_since, self.exit_code = number, started, None, None
 
 
-class Processes:
-    """Supervisor stand-in: children are records; ``die`` makes one exit unasked."""
+class Processes(Supervisor):
+    """The supervisor with records for processes; ``die`` makes one exit unasked."""
 
     def __init__(self, clock):
-        self.clock, self.children, self.dead = clock, [], []
-
-    @property
-    def running(self):
-        return [child for child in self.children if child.stopping_since is None]
-
-    @property
-    def stopping(self):
-        return [child for child in self.children if child.stopping_since is not None]
+        super().__init__(["true"], {}, stop_timeout=30, clock=clock)
+        self.dead = []
 
     def start(self):
         self.children.append(Child(len(self.children) + 1, self.clock()))
         return self.children[-1]
 
-    def stop_one(self):
-        child = self.running[-1]
+    def _terminate(self, child):
         child.stopping_since = self.clock()
-        return child
 
     def die(self, child, code=1):
         child.exit_code = code
