@@ -13,7 +13,6 @@ from imagepipe.errors import InvalidCallbackUrl, NotFound, Unavailable
 from imagepipe.observability import metrics
 from imagepipe.rendering.pool import RenderPool
 from imagepipe.settings import Settings
-from imagepipe.storage.store import ImageStore
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
     WebhookSender, deliver, next_attempt, retry_message, retry_state)
@@ -44,6 +43,10 @@ class ImageStoreProvider(DependencyProvider):
     """The storage service's ``ImageStore`` (blobs and catalog), metered."""
 
     def setup(self):
+        # imported here: SQLAlchemy and Alembic are two thirds of what an
+        # imaging process would import at start-up (a cold start's largest part)
+        from imagepipe.storage.store import ImageStore
+
         self.store = ImageStore.from_settings(Settings.from_config(self.container.config))
         # metrics: count and log every blob written; report catalog totals
         self.store.blobs = metrics.MeteredBlobStore(self.store.blobs)
@@ -75,6 +78,9 @@ class Renderer(DependencyProvider):
             size=settings.render_workers, timeout=settings.render_timeout,
             memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
             render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels})
+
+    def start(self):
+        self.pool.start_workers(1)  # ready for the first job
 
     def stop(self):
         self.pool.close()

@@ -101,3 +101,16 @@ def test_workers_run_at_the_configured_niceness():
         assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
     finally:
         pool.close()
+
+
+def test_workers_started_ahead_are_the_ones_that_render():
+    pool = RenderPool(size=2, timeout=30)
+    try:
+        pool.start_workers(5)  # no more than the pool's size
+        started = worker_pids(pool)
+        assert len(started) == 2
+        pool.render(make_jpeg(300, 200), PRESETS)
+        pool.start_workers(1)  # already running: nothing new
+        assert worker_pids(pool) == started
+    finally:
+        pool.close()
