@@ -57,8 +57,11 @@ test-integration: venv
 clean:
 	rm -rf $(VENV) data .pytest_cache
 
-# Performance benchmark (~10 min; BENCH_ARGS=--quick for a smoke run):
-# baselines, the pipeline in several imaging layouts, docs/benchmarks.md.
+# Performance benchmark (~15 min; BENCH_ARGS=--quick SCALING_BENCH_ARGS=--quick
+# for a smoke run): baselines, the pipeline in several imaging layouts,
+# docs/benchmarks.md; then the scaler's cold start and burst throughput.
+SCALING_BENCH_ARGS ?=
 bench: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.scaling $(SCALING_BENCH_ARGS)

@@ -182,7 +182,12 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out"))
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 cold starts and one round of 48-image bursts (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cold_starts, args.burst, args.rounds = 3, 48, 1
+    return args
 
 
 def main(argv=None):
