@@ -37,3 +37,12 @@ def test_folders_are_walked_for_image_extensions(tmp_path):
 def test_a_missing_path_is_an_error(tmp_path):
     with pytest.raises(CliError, match="no such file"):
         collect_files([str(tmp_path / "nope")])
+
+
+def test_scale_is_a_subcommand_with_its_own_options():
+    from imagepipe.cli import build_parser, scale_command
+
+    args = build_parser().parse_args(["scale", "--config", "other.yaml"])
+    assert args.run is scale_command and args.config == "other.yaml"
+    assert "url" not in args  # not a client of the gateway
+    assert build_parser().parse_args(["scale"]).config == "config.yaml"
