@@ -1,22 +1,16 @@
 """The scaler's view of the job queue (imagepipe.scaling.probe) on the real broker."""
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import pytest
 
-from harness.rabbit import AUTH, MANAGEMENT, ScratchVhost
+from harness.rabbit import ScratchVhost, management_url
 from imagepipe.scaling.policy import Observation
 from imagepipe.scaling.probe import JOB_QUEUE, ProbeFailed, QueueProbe, retry_queue_names
 from services import topology
 from tests.helpers import load_config
 
 DELAYS = (1.0, 5.0)
-
-
-def management_url():
-    parts = urlsplit(MANAGEMENT)
-    return urlunsplit((parts.scheme, "{}:{}@{}".format(*AUTH, parts.netloc), "", "", ""))
 
 
 @pytest.fixture

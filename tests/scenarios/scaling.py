@@ -33,7 +33,7 @@ from PIL import Image
 
 from harness import procstat
 from harness.processes import ServiceProcess, free_port, service_env, wait_for_http
-from harness.rabbit import ScratchVhost
+from harness.rabbit import ScratchVhost, management_url
 from harness.scaler import ScalerProcess
 from services.topology import JOB_QUEUE
 from tests.scenarios.chaos import (
@@ -106,13 +106,15 @@ def run(args):
     workdir = Path(tempfile.mkdtemp(prefix="scaling-"))
     storage_root = workdir / "storage"
     stats = Stats()
-    summary = {"logs": str(workdir), "scale_max": args.max}
+    summary = {"logs": str(workdir), "scale_max": args.max,
+               "counting": "ready + unacked" if args.management else "ready (AMQP)"}
     with ScratchVhost("scaling") as vhost:
         port = free_port()
         base_url = "http://127.0.0.1:{}".format(port)
         env = service_env(vhost.amqp_uri, storage_root, port, RPC_TIMEOUT=5)
         scaler_env = dict(env, SCALE_MIN=0, SCALE_MAX=args.max, SCALE_IDLE_SECONDS=args.idle,
-                          SCALE_DOWN_COOLDOWN=args.cooldown, SCALE_POLL_INTERVAL=0.2)
+                          SCALE_DOWN_COOLDOWN=args.cooldown, SCALE_POLL_INTERVAL=0.2,
+                          SCALE_MANAGEMENT_URL=management_url() if args.management else "")
         storage_health = "http://127.0.0.1:{}/health".format(free_port())
         services = [ServiceProcess("services.storage", dict(
                         env, METRICS_ADDRESS=storage_health.split("/")[2]), workdir),
@@ -187,7 +189,7 @@ def run(args):
 
 
 MEASURES = (
-    "scale_max", "processes_at_start", "consumers_at_start", "uploads_accepted", "distinct_images",
+    "scale_max", "counting", "processes_at_start", "consumers_at_start", "uploads_accepted", "distinct_images",
     "client_retries", "max_processes_first_burst", "first_burst_seconds",
     "running_when_second_burst_began", "max_processes_alive", "seconds_to_zero_after_last_job",
     "consumers_at_end", "lost", "not_done", "renditions", "duplicated_renditions",
@@ -204,6 +206,8 @@ def parse_args(argv=None):
     parser.add_argument("--cooldown", type=float, default=2.0, help="SCALE_DOWN_COOLDOWN")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=20261204)
+    parser.add_argument("--management", action="store_true",
+                        help="the scaler also counts jobs in flight (SCALE_MANAGEMENT_URL)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
     return parser.parse_args(argv)
 

@@ -6,9 +6,12 @@ from tests.scenarios.scaling import MEASURES, parse_args, print_table, run
 pytestmark = pytest.mark.slow
 
 
-def test_imaging_follows_the_queue_from_zero_and_back_losing_nothing():
+@pytest.mark.parametrize("counting", ["amqp", "management"])
+def test_imaging_follows_the_queue_from_zero_and_back_losing_nothing(counting):
+    """AMQP alone (the default) and with jobs in flight from the management API."""
     summary = run(parse_args(["--burst", "100", "--second-burst", "30", "--max", "2",
-                              "--idle", "5", "--cooldown", "2"]))
+                              "--idle", "5", "--cooldown", "2"]
+                             + (["--management"] if counting == "management" else [])))
     print_table(summary, MEASURES)
     assert summary["processes_at_start"] == 0 and summary["consumers_at_start"] == 0
     assert summary["cold_starts"] >= 1
