@@ -28,7 +28,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import requests
 
 from bench import images
 from bench.pipeline import (
