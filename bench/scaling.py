@@ -28,7 +28,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-
 from bench import images
 from bench.pipeline import (
     CompletionListener, Cluster, Layout, multipart_bodies, post_upload, upload_all, verify, warm_up)
