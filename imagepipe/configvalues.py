@@ -52,3 +52,46 @@ def non_negative_int(value, name, default):
     if number < 0:
         raise ValueError("{} must be 0 or more, not {}".format(name, number))
     return number
+
+
+class PortRanges:
+    """TCP ports as ranges: ``80,443,8000-8999``; supports ``in`` and prints as written."""
+
+    def __init__(self, ranges):
+        self.ranges = tuple(ranges)
+
+    def __contains__(self, port):
+        return any(low <= port <= high for low, high in self.ranges)
+
+    def __eq__(self, other):
+        return isinstance(other, PortRanges) and self.ranges == other.ranges
+
+    def __hash__(self):
+        return hash(self.ranges)
+
+    def __repr__(self):
+        return "PortRanges({})".format(self)
+
+    def __str__(self):
+        return ", ".join(str(low) if low == high else "{}-{}".format(low, high)
+                         for low, high in self.ranges)
+
+
+def as_ports(value, name, default):
+    """``80,443``, ``8000-8999`` or a YAML list; ``any`` means no restriction (None)."""
+    if value in (None, ""):
+        return default
+    if str(value).strip().lower() == "any":
+        return None
+    ranges = []
+    for part in as_list(value):
+        low, _, high = str(part).partition("-")
+        try:
+            low, high = int(low), int(high or low)
+        except ValueError:
+            raise ValueError("{} must list ports or ranges like 80,443,8000-8999, not {!r}".format(
+                name, value)) from None
+        if not 1 <= low <= high <= 65535:
+            raise ValueError("{}: {!r} is not a port range within 1-65535".format(name, part))
+        ranges.append((low, high))
+    return PortRanges(ranges)

@@ -45,6 +45,19 @@ class TooManyPixels(PipelineError):
     http_status = 413
 
 
+class ImageTooComplex(TooManyPixels):
+    """Over a decoder work cap other than pixels: JPEG scans, PNG chunks, GIF blocks.
+
+    413 like the pixel and frame caps, for the same reason: the file may be
+    valid, but decoding it costs more than this server is willing to spend
+    (a server with higher limits would take it), so a client must not retry
+    it as it is; 422 is for files that are broken.  A subclass of
+    ``TooManyPixels``: whoever handles "too much to decode" handles this too.
+    """
+
+    code = "image_too_complex"
+
+
 class UnsupportedFormat(PipelineError):
     code = "unsupported_format"
     http_status = 415
@@ -55,6 +68,42 @@ class InvalidImage(PipelineError):
 
     code = "invalid_image"
     http_status = 422
+
+
+class RequestTimeout(PipelineError):
+    """The client sent its request too slowly."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class RateLimited(PipelineError):
+    """Too many requests from one key (or address); ``retry_after`` seconds until allowed."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message="rate limit exceeded", retry_after=1):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class InsufficientStorage(PipelineError):
+    """Storing the upload would cross the disk's free-space floor or the key's quota."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
+class QuotaExceeded(InsufficientStorage):
+    code = "quota_exceeded"
+
+
+class InvalidGrant(PipelineError):
+    """A blob grant that is forged, expired, used for another object, or names no blob."""
+
+    code = "invalid_grant"
+    http_status = 400
 
 
 class Unavailable(PipelineError):
@@ -74,6 +123,15 @@ class CallbackUrlForbidden(BadRequest):
     """A ``callback_url`` refused by the SSRF rule (scheme or non-public address)."""
 
     code = "callback_url_forbidden"
+
+
+class UnresolvableCallbackHost(CallbackUrlForbidden):
+    """A ``callback_url`` host with no address: told apart from a private one only in code.
+
+    Clients get the same code and message as for a non-public address, so
+    the answer does not reveal which internal names exist; delivery retries
+    it later (DNS may be down for now) instead of giving up.
+    """
 
 
 # Permanent errors: retrying the same bytes can never succeed.

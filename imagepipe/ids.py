@@ -19,9 +19,15 @@ def content_sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def image_id_for(sha256_hex):
-    # 128 bits of the content hash: collision-free in practice, short in URLs.
-    return sha256_hex[:32]
+def image_id_for(sha256_hex, tenant=None):
+    """128 bits of the stored bytes' hash: collision-free in practice, short in URLs.
+
+    With tenants the tenant is hashed in too: the same bytes uploaded by two
+    tenants are two images, deduplicated only within each tenant.
+    """
+    if tenant is None:
+        return sha256_hex[:32]
+    return hashlib.sha256("tenant:{}:{}".format(tenant, sha256_hex).encode()).hexdigest()[:32]
 
 
 def check_image_id(image_id):

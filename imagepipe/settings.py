@@ -7,9 +7,13 @@ one place and misconfiguration fails at start-up, not on the first upload.
 import os
 from dataclasses import dataclass, field
 
-from imagepipe.configvalues import as_bool, as_list, positive, positive_int
+from imagepipe.configvalues import PortRanges, as_bool, as_list, as_ports, positive, positive_int
 from imagepipe.rendering.presets import DEFAULT_FORMATS, DEFAULT_PRESETS, presets_from_config
+from imagepipe.rendering.structure import DecodeLimits
 from imagepipe.storage.blobs import BlobSettings
+from imagepipe.storage.limits import StorageLimits
+from imagepipe.web.keys import parse_api_keys
+from imagepipe.web.limits import ClientLimits
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class Settings:
     presets: tuple = ()
     allowed_formats: tuple = DEFAULT_FORMATS
     max_upload_bytes: int = 25 * 1024 * 1024
+    # store originals as uploaded (EXIF, comments, trailing bytes and all)
+    keep_metadata: bool = False
     max_pixels: int = 50_000_000
     rpc_timeout: float = 5.0
     job_retry_delays: tuple = (1.0, 5.0, 30.0)
@@ -30,12 +36,27 @@ class Settings:
     render_timeout: float = 60.0
     render_memory_mb: int = 1024
     render_nice: int = 10
+    # render time budget: seconds per megapixel (width x height x frames),
+    # never below render_seconds_min nor above render_timeout
+    render_seconds_per_megapixel: float = 0.25
+    render_seconds_min: float = 5.0
+    # render worker sandbox: auto (what the kernel allows), require, off
+    render_sandbox: str = "auto"
+    # decoder work caps checked on the raw bytes before any decoder runs
+    decode_limits: DecodeLimits = DecodeLimits()
+    # imagepipe.web.keys.ApiKey entries; each key a tenant unless key_tenants is off
     api_keys: tuple = field(default=(), repr=False)
+    key_tenants: bool = True
+    # what one client may cost the gateway (imagepipe.web.limits)
+    client_limits: ClientLimits = ClientLimits()
     # live status streams (GET /images/<id>/events)
     live_recheck_interval: float = 15.0
     live_max_seconds: float = 300.0
     # where blobs live: files under storage_root, or S3 (BLOB_STORE, S3_*)
     blobs: BlobSettings = BlobSettings()
+    # how the gateway and imaging reach them: auto, direct (under grants) or rpc
+    blob_access: str = "auto"
+    storage_limits: StorageLimits = StorageLimits()
     # RabbitMQ queue type of the job, retry and dead-letter queues
     job_queue_type: str = "classic"
     job_delivery_limit: int = 10
@@ -47,6 +68,9 @@ class Settings:
     webhook_timeout: float = 5.0
     webhook_secret: str = field(default="", repr=False)
     webhook_allow_private: bool = False
+    # ports a callback_url may name (None: any), and deliveries at once per host and process
+    webhook_allowed_ports: PortRanges = PortRanges(((80, 80), (443, 443)))
+    webhook_max_per_host: int = 2
 
     @classmethod
     def from_config(cls, config):
@@ -60,6 +84,7 @@ class Settings:
             allowed_formats=tuple(
                 name.upper() for name in as_list(config.get("ALLOWED_FORMATS"), DEFAULT_FORMATS)),
             max_upload_bytes=int(config.get("MAX_UPLOAD_BYTES") or cls.max_upload_bytes),
+            keep_metadata=as_bool(config.get("KEEP_METADATA"), "KEEP_METADATA", cls.keep_metadata),
             max_pixels=int(config.get("MAX_PIXELS") or cls.max_pixels),
             rpc_timeout=float(config.get("RPC_TIMEOUT") or cls.rpc_timeout),
             job_retry_delays=tuple(
@@ -73,12 +98,21 @@ class Settings:
             render_memory_mb=int(config.get("RENDER_MEMORY_MB") or cls.render_memory_mb),
             render_nice=int(config.get("RENDER_NICE") if config.get("RENDER_NICE") is not None
                             else cls.render_nice),
-            api_keys=tuple(as_list(config.get("API_KEYS"), ())),
+            api_keys=parse_api_keys(config.get("API_KEYS")),
+            key_tenants=as_bool(config.get("KEY_TENANTS"), "KEY_TENANTS", cls.key_tenants),
+            client_limits=ClientLimits.from_config(config),
+            **_render_hardening(config),
             live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
                                            cls.live_recheck_interval),
             live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",
                                       cls.live_max_seconds),
             blobs=BlobSettings.from_config(config),
+            blob_access=_choice("BLOB_ACCESS", config.get("BLOB_ACCESS"), ("auto", "direct", "rpc")),
+            storage_limits=StorageLimits(
+                min_free_bytes=int(config.get("MIN_FREE_DISK_BYTES") or 0),
+                tenant_quota_bytes=int(config.get("TENANT_QUOTA_BYTES") or 0),
+                staging_max_age=positive(config.get("STAGING_MAX_AGE"), "STAGING_MAX_AGE",
+                                         StorageLimits.staging_max_age)),
             job_queue_type=_queue_type("JOB_QUEUE_TYPE", config.get("JOB_QUEUE_TYPE")),
             rpc_queue_type=_queue_type("RPC_QUEUE_TYPE", config.get("RPC_QUEUE_TYPE")),
             job_delivery_limit=positive_int(
@@ -92,11 +126,35 @@ QUEUE_TYPES = ("classic", "quorum")
 
 
 def _queue_type(name, value):
-    queue_type = str(value or "classic").strip().lower()
-    if queue_type not in QUEUE_TYPES:
-        raise ValueError("{} must be one of {}, not {!r}".format(
-            name, ", ".join(QUEUE_TYPES), value))
-    return queue_type
+    return _choice(name, value, QUEUE_TYPES)
+
+
+def _choice(name, value, choices):
+    """``value`` (lower-cased) if it is one of ``choices``; empty means the first."""
+    chosen = str(value or choices[0]).strip().lower()
+    if chosen not in choices:
+        raise ValueError("{} must be one of {}, not {!r}".format(name, ", ".join(choices), value))
+    return chosen
+
+
+RENDER_SANDBOX_MODES = ("auto", "require", "off")
+
+
+def _render_hardening(config):
+    sandbox = _choice("RENDER_SANDBOX", config.get("RENDER_SANDBOX"), RENDER_SANDBOX_MODES)
+    defaults = DecodeLimits()
+    return {
+        "render_seconds_per_megapixel": positive(
+            config.get("RENDER_SECONDS_PER_MEGAPIXEL"), "RENDER_SECONDS_PER_MEGAPIXEL",
+            Settings.render_seconds_per_megapixel),
+        "render_seconds_min": positive(
+            config.get("RENDER_SECONDS_MIN"), "RENDER_SECONDS_MIN", Settings.render_seconds_min),
+        "render_sandbox": sandbox,
+        "decode_limits": DecodeLimits(**{
+            field: positive_int(config.get(field.upper()), field.upper(), getattr(defaults, field))
+            for field in ("jpeg_max_scans", "jpeg_max_segments", "png_max_chunks", "gif_max_blocks")
+        }),
+    }
 
 
 def _webhook_settings(config):
@@ -110,6 +168,10 @@ def _webhook_settings(config):
         "webhook_timeout": timeout,
         "webhook_secret": str(config.get("WEBHOOK_SECRET") or ""),
         "webhook_allow_private": as_bool(config.get("WEBHOOK_ALLOW_PRIVATE"), "WEBHOOK_ALLOW_PRIVATE"),
+        "webhook_allowed_ports": as_ports(config.get("WEBHOOK_ALLOWED_PORTS"), "WEBHOOK_ALLOWED_PORTS",
+                                          Settings.webhook_allowed_ports),
+        "webhook_max_per_host": positive_int(config.get("WEBHOOK_MAX_PER_HOST"), "WEBHOOK_MAX_PER_HOST",
+                                             Settings.webhook_max_per_host),
     }
 
 

@@ -1,35 +1,39 @@
 """Gateway: the HTTP face of the pipeline.
 
-An upload is sniffed (header only), handed to storage, announced with an
-``image_uploaded`` event and answered with 202 -- no pixel is decoded here.
-Everything else is a read through storage.
+An upload (its body already read, within limits, before a worker took it)
+is sniffed from its headers, reduced to what is stored (metadata stripped,
+trailing bytes dropped), written to the blob store under storage's grant
+and registered, announced with an ``image_uploaded`` event and answered with
+202 -- no pixel is decoded here.  Everything else is a read through storage.
 """
 from dataclasses import asdict
 
 import kombu
 from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
+from werkzeug.wsgi import wrap_file
 
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import check_image_id, check_preset_name
 from imagepipe.records import FINISHED, PENDING
-from imagepipe.rendering.probe import probe
+from imagepipe.rendering.probe import probe, probe_with_orientation
+from imagepipe.rendering.strip import stored_form
+from imagepipe.storage.direct import store_original
 from imagepipe.web import api
 from imagepipe.web.openapi import openapi_spec
 from imagepipe.web.page import PAGE, security_headers, web_assets
-from imagepipe.web.uploads import read_upload
 from imagepipe.webhooks.urls import callback_url_from
 from services.extensions.events import JobDispatcher, event_subscriber
 from services.extensions.http import error_response, http, json_response
 from services.extensions.live import LiveStatus
 from services.extensions.observability import LogContext, Metrics, exposition
-from services.extensions.providers import CallbackUrls, Config
+from services.extensions.providers import BlobAccess, CallbackUrls, Config
 from services.extensions.rpc import StorageRpc
 from services.topology import JOB_EVENT, PROCESSED_EVENT, PROCESSED_SOURCE
 
 ORIGINAL = "original"
-IMMUTABLE = "public, max-age=31536000, immutable"
-LONG_LIVED = "public, max-age=31536000"
+YEAR = 31536000
+DOWNLOAD_CHUNK = 256 * 1024
 
 
 class GatewayService:
@@ -37,20 +41,22 @@ class GatewayService:
 
     config = Config()
     storage = StorageRpc()
+    blobs = BlobAccess()
     dispatch = JobDispatcher()
     callback_urls = CallbackUrls()
     live = LiveStatus()
     metrics = Metrics(upload_entrypoint="upload")
     log_context = LogContext()
 
-    @http("POST", "/upload")
+    @http("POST", "/upload", rate="upload", upload=True)
     def upload(self, request):
-        data, fields = read_upload(request, self.config.max_upload_bytes)
-        callback_url = callback_url_from(request.args, fields)
+        callback_url = callback_url_from(request.args, request.upload.fields)
         if callback_url:
             self.callback_urls.check(callback_url)  # SSRF rule: refused before anything is stored
-        info = probe(data, self.config.allowed_formats, self.config.max_pixels)
-        record, _created = self.storage.put_original(data, asdict(info), callback_url)
+        data, info = self._stored_form(request.upload.read())
+        record, _created = store_original(
+            self.storage, self.blobs.direct_for(self.storage), data, asdict(info), callback_url,
+            request.tenant)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash
         # redelivers the first, and the storage sweeper heals a lost one.
@@ -65,39 +71,50 @@ class GatewayService:
     @http("GET", "/images")
     def list_images(self, request):
         limit = parse_limit(request.args.get("limit"))
-        page = self.storage.list_images(limit, request.args.get("cursor"))
+        page = self.storage.list_images(limit, request.args.get("cursor"), request.tenant)
         return json_response(api.image_list(page, limit, self.config.public_url))
 
     @http("GET", "/images/<image_id>")
     def image_status(self, request, image_id):
-        record = self.storage.get_image(check_image_id(image_id))
+        record = self.storage.get_image(check_image_id(image_id), request.tenant)
         return json_response(api.image_status(record, self.config.public_url))
 
     @http("GET", "/images/<image_id>/<name>")
     def image_bytes(self, request, image_id, name):
-        record = self.storage.get_image(check_image_id(image_id))
-        if name == ORIGINAL:
-            meta, cache = record["original"], IMMUTABLE
+        check_image_id(image_id)
+        if name != ORIGINAL:
+            check_preset_name(name)
+        blobs = self.blobs.direct_for(self.storage)
+        if blobs is not None:
+            granted = self.storage.grant_read(image_id, name, request.tenant)
+            meta = granted["meta"]
         else:
-            meta, cache = record["variants"].get(check_preset_name(name)), LONG_LIVED
-            if meta is None:
-                raise NotFound("image {} has no rendition {!r}".format(image_id, name))
-        headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+            meta = self._blob_meta(self.storage.get_image(image_id, request.tenant), image_id, name)
+        headers = {"Cache-Control": self._cache_control(immutable=name == ORIGINAL),
+                   "X-Content-Type-Options": "nosniff"}
+        if request.tenant is not None:
+            headers["Vary"] = "Authorization"
         if meta["sha256"] in request.if_none_match:
-            # revalidation: answer before fetching the bytes from storage
+            # revalidation: answer before touching the bytes
             response = Response(status=304, headers=headers)
+        elif blobs is not None:
+            # streamed in chunks, after this worker returns, at the client's pace
+            body = wrap_file(request.environ, blobs.open(granted["grant"]), DOWNLOAD_CHUNK)
+            response = Response(body, mimetype=meta["mime_type"], headers=headers,
+                                direct_passthrough=True)
+            response.content_length = meta["bytes"]
         else:
-            data = (self.storage.get_original(image_id) if name == ORIGINAL
-                    else self.storage.get_variant(image_id, name)[0])
+            data = (self.storage.get_original(image_id, request.tenant) if name == ORIGINAL
+                    else self.storage.get_variant(image_id, name, request.tenant)[0])
             response = Response(data, mimetype=meta["mime_type"], headers=headers)
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)
 
-    @http("GET", "/images/<image_id>/events")
+    @http("GET", "/images/<image_id>/events", rate=None)
     def image_events(self, request, image_id):
         check_image_id(image_id)
-        storage = self.storage  # the stream outlives this worker; its proxy stays valid
-        return self.live.open_stream(request, image_id, lambda: storage.get_image(image_id))
+        storage, tenant = self.storage, request.tenant  # the stream outlives this worker
+        return self.live.open_stream(request, image_id, lambda: storage.get_image(image_id, tenant))
 
     # Every gateway process gets every event (its own auto-delete queue):
     # the streams waiting for an image may be open on any of them.
@@ -106,7 +123,7 @@ class GatewayService:
     def image_processed(self, event):
         self.live.notify(event["id"])
 
-    @http("GET", "/health", public=True)
+    @http("GET", "/health", public=True, rate=None)
     def health(self, request):
         try:
             with kombu.Connection(self.config.amqp_uri, connect_timeout=3) as conn:
@@ -133,6 +150,33 @@ class GatewayService:
     @http("GET", "/openapi.json", public=True)
     def openapi(self, request):
         return json_response(openapi_spec(self.config.public_url))
+
+    def _stored_form(self, upload):
+        """``(bytes to store, their ImageInfo)``: the upload, less metadata unless kept."""
+        info, orientation = probe_with_orientation(
+            upload, self.config.allowed_formats, self.config.max_pixels, self.config.decode_limits)
+        if self.config.keep_metadata:
+            return upload, info
+        stored = stored_form(upload, info.format, orientation)
+        if stored is upload:
+            return upload, info
+        # what the catalog describes is what is stored (MPO keeps one picture)
+        return stored, probe(stored, self.config.allowed_formats, self.config.max_pixels,
+                             self.config.decode_limits)
+
+    @staticmethod
+    def _blob_meta(record, image_id, name):
+        if name == ORIGINAL:
+            return record["original"]
+        meta = record["variants"].get(name)
+        if meta is None:
+            raise NotFound("image {} has no rendition {!r}".format(image_id, name))
+        return meta
+
+    def _cache_control(self, immutable):
+        # with keys, images are one key's: no shared cache may keep them
+        scope = "private" if self.config.api_keys else "public"
+        return "{}, max-age={}{}".format(scope, YEAR, ", immutable" if immutable else "")
 
     def _web_asset(self, request, name):
         asset = web_assets().get(name)

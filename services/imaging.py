@@ -16,7 +16,7 @@ from imagepipe.rendering.job import process_image
 from services import topology
 from services.extensions.events import queue_handler
 from services.extensions.observability import LogContext, Metrics
-from services.extensions.providers import Config, Renderer
+from services.extensions.providers import BlobAccess, Config, Renderer
 from services.extensions.retries import JobQueue
 from services.extensions.rpc import StorageRpc, rpc
 
@@ -28,6 +28,7 @@ class ImagingService:
 
     config = Config()
     storage = StorageRpc()
+    blobs = BlobAccess()
     render = Renderer()
     jobs = JobQueue()
     dispatch = EventDispatcher()
@@ -37,7 +38,8 @@ class ImagingService:
     @queue_handler(topology.JOB_QUEUE)
     def handle_image_uploaded(self, job):
         try:
-            outcome = process_image(job, self.storage, self.render, self.config)
+            outcome = process_image(job, self.storage, self.render, self.config,
+                                    self.blobs.direct_for(self.storage))
         except Exception as exc:
             self._retry_or_give_up(job, exc)
             return

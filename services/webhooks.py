@@ -3,7 +3,11 @@
 Handles imaging's ``image_processed`` events from one durable queue shared
 by every webhooks process; a message is acknowledged only after the handler
 returns, so a process killed mid-delivery leaves it for another one.  Outbound
-HTTP to strangers' servers runs here, away from the gateway's HTTP workers.
+HTTP to strangers' servers runs here, in a service of its own, never in the
+gateway's HTTP workers: the gateway only publishes a small message when a
+re-upload names a callback for a finished image.  Each (image, URL, outcome)
+is delivered once (a ledger in storage), at most ``WEBHOOK_MAX_PER_HOST`` at
+once per host; the rest wait in RabbitMQ.
 """
 from services import topology
 from services.extensions.events import queue_handler
@@ -23,4 +27,4 @@ class WebhookService:
 
     @queue_handler(topology.DELIVERY_QUEUE)
     def deliver(self, message):
-        self.deliveries.handle(message, self.storage.get_image)
+        self.deliveries.handle(message, self.storage)

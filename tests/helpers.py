@@ -6,6 +6,7 @@ import requests
 from PIL import Image
 
 from harness.config import REPO_ROOT, load_config  # noqa: F401 (the tests' one place for both)
+from harness.hostile import make_progressive_jpeg, repeat_last_scan  # noqa: F401
 
 
 class WebSession(requests.Session):
@@ -81,3 +82,4 @@ class ScratchDatabase:
 
     def __exit__(self, *exc):
         self._admin('DROP DATABASE IF EXISTS "{}" WITH (FORCE)'.format(self.name))
+

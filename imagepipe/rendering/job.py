@@ -3,10 +3,11 @@
 ``process_image`` talks to storage through whatever object it is given (the
 imaging service passes its RPC proxy; unit tests pass an ``ImageStore``), and
 renders through the ``render`` callable (the service's pool of render
-processes).  Two storage round trips per job: ``claim`` (the record and the
-original) and ``complete`` (every rendition, then done); each storage RPC costs
-a few milliseconds of CPU across caller, broker and storage, which on a
-CPU-bound machine is throughput taken from rendering.
+processes).  Two storage round trips per job: ``claim`` (the record, and
+access to the original) and ``complete`` (every rendition, then done).  With
+``blobs`` (``imagepipe.storage.direct.DirectBlobs``) the original is read and
+the renditions written in the blob store under storage's grants; without,
+the bytes travel in those two calls.
 
 Failure classes:
 - the image itself is bad (corrupt, too many pixels, ...): permanent, the
@@ -16,6 +17,7 @@ Failure classes:
 - a job that keeps killing its worker is caught by the attempt count kept in
   storage, which survives the crashes that message headers do not.
 """
+import io
 import time
 
 from imagepipe.errors import PERMANENT_IMAGE_ERRORS
@@ -23,7 +25,7 @@ from imagepipe.ids import check_image_id
 from imagepipe.records import FAILED, FINISHED
 
 
-def process_image(job, storage, render, settings):
+def process_image(job, storage, render, settings, blobs=None):
     """Process one ``image_uploaded`` job; return an outcome dict.
 
     ``outcome["changed"]`` says whether this call finished the image (as
@@ -35,7 +37,10 @@ def process_image(job, storage, render, settings):
     # an operator's request: render every preset again, and retry a failed image
     reprocess = bool(job.get("reprocess"))
 
-    claimed = storage.claim(image_id, reprocess)
+    if blobs is None:
+        claimed = storage.claim(image_id, reprocess)
+    else:
+        claimed = storage.claim(image_id, reprocess, [preset.name for preset in settings.presets])
     record = claimed["record"]
     if record["status"] in FINISHED and not reprocess:
         return _outcome(record, changed=False, started=started)
@@ -54,23 +59,36 @@ def process_image(job, storage, render, settings):
     render_seconds = {}
     stored = []
     if wanted:
+        original = claimed["original"] if blobs is None else blobs.read(claimed["original"])
         try:
-            renditions = render(claimed["original"], wanted)
+            renditions = render(original, wanted)
         except PERMANENT_IMAGE_ERRORS as exc:
             record = storage.finish(image_id, FAILED, exc.message)
             return _outcome(record, changed=True, started=started)
         for rendition in renditions:
             render_seconds[rendition.preset] = round(rendition.seconds, 4)
-            stored.append({"preset": rendition.preset, "data": rendition.data, "meta": {
-                "format": rendition.format,
-                "mime_type": rendition.mime_type,
-                "width": rendition.width,
-                "height": rendition.height,
-            }})
+            stored.append(_stored_rendition(rendition, blobs, claimed))
 
     record = storage.complete(image_id, stored, reprocess)
     return _outcome(record, changed=was_unfinished or reprocess, started=started,
                     rendered=[preset.name for preset in wanted], render_seconds=render_seconds)
+
+
+def _stored_rendition(rendition, blobs, claimed):
+    """What ``complete`` needs of one rendition: its bytes, or where they were written."""
+    stored = {"preset": rendition.preset, "meta": {
+        "format": rendition.format,
+        "mime_type": rendition.mime_type,
+        "width": rendition.width,
+        "height": rendition.height,
+    }}
+    if blobs is None:
+        stored["data"] = rendition.data
+        return stored
+    grant = claimed["renditions"][rendition.preset]
+    stored["bytes"], stored["sha256"] = blobs.write(grant, io.BytesIO(rendition.data))
+    stored["grant"] = grant["token"]
+    return stored
 
 
 def _outcome(record, changed, started, rendered=(), render_seconds=None):

@@ -16,6 +16,10 @@ Decisions worth knowing:
 * Limits: width * height * frames must not exceed ``max_pixels``, and there
   may be at most ``MAX_FRAMES`` frames (both answer 413, TooManyPixels).
   Pillow's own bomb check still applies on top (whichever is lower wins).
+* Decoder work caps (``imagepipe.rendering.structure``: JPEG scans and
+  segments, PNG chunks, GIF blocks) are checked on the raw bytes before
+  Pillow parses anything: Pillow's own header parsers loop in Python over
+  whatever count a file declares.  413, ImageTooComplex.
 * EXIF orientation is read from the header, in ``probe`` and ``render``
   alike, so both report the same dimensions (a PNG eXIf chunk stored after
   the pixel data is therefore ignored).
@@ -31,6 +35,8 @@ from PIL import Image, ImageCms
 
 from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
 from imagepipe.rendering.presets import DEFAULT_FORMATS
+from imagepipe.rendering.structure import (
+    MAX_FRAMES, DecodeLimits, check_structure, too_many_frames)
 
 # What Pillow's parsers and decoders raise on damaged or hostile input
 # (UnidentifiedImageError is an OSError).  MemoryError is left to propagate:
@@ -47,9 +53,6 @@ _ICC_ERRORS = (ImageCms.PyCMSError, OSError, ValueError, TypeError)
 
 # Plugins that know their frame count without decoding pixels.
 _COUNTED_FRAMES = frozenset({"GIF", "PNG", "WEBP", "TIFF", "AVIF", "MPO"})
-# Without a cap, a 25 MB GIF of 1x1 frames (a million of them, 1 MP in all)
-# costs 5 s to count on the request path and minutes to validate in render.
-MAX_FRAMES = 1000
 
 # Same table as ImageOps.exif_transpose.
 TRANSPOSE = {
@@ -93,11 +96,18 @@ class ImageInfo:
     frames: int
 
 
-def probe(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
+def probe(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000, limits=DecodeLimits()):
     """Identify and validate ``data`` from its headers, never decoding pixels."""
+    return probe_with_orientation(data, formats, max_pixels, limits)[0]
+
+
+def probe_with_orientation(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000,
+                           limits=DecodeLimits()):
+    """``(ImageInfo, EXIF orientation 1-8)`` of ``data``, from its headers."""
     allowed = allowed_formats(formats)
+    check_structure(data, limits)
     with open_image(data, allowed, max_pixels) as im:
-        return inspect(im, allowed, max_pixels)[0]
+        return inspect(im, allowed, max_pixels)
 
 
 def allowed_formats(formats):
@@ -199,9 +209,7 @@ def _frame_count(im):
 
 def _check_pixels(pixels_per_frame, frames, max_pixels):
     if frames > MAX_FRAMES:
-        raise TooManyPixels(
-            f"image has more than {MAX_FRAMES} frames; the limit is {MAX_FRAMES}"
-        )
+        raise too_many_frames()
     total = pixels_per_frame * frames
     if total > max_pixels:
         across = f" across {frames} frames" if frames > 1 else ""

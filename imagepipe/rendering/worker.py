@@ -2,16 +2,20 @@
 
 Started by ``imagepipe.rendering.pool``, with stdin and stdout both one end of a
 socket pair; not meant to be run by hand.  Frames are an 8-byte length and a
-pickle (the socket connects two processes of the same program; no untrusted
-data is unpickled -- images travel as bytes).
+msgpack map (``imagepipe.rendering.frames``).  Before it reads a job the
+worker limits its memory, lowers its priority and confines itself
+(``imagepipe.rendering.sandbox``); its first frame says how confined it is.
 """
 import os
-import pickle
 import resource
 import sys
 
-from imagepipe.rendering.pool import HEADER
+from imagepipe.rendering import frames
+from imagepipe.rendering.presets import Preset
+from imagepipe.rendering.probe import apply_pillow_policy, probe
 from imagepipe.rendering.render import render
+from imagepipe.rendering.sandbox import SandboxUnavailable, confine
+from imagepipe.rendering.structure import DecodeLimits
 
 
 def _limit_memory(megabytes):
@@ -30,35 +34,54 @@ def _read_exact(stream, size):
     return data
 
 
+def _send(stream, message):
+    stream.write(frames.pack(message))
+    stream.flush()
+
+
+def handle(job, reply):
+    """One job: report the pixel count from the header, then the renditions (or an error)."""
+    options = job["options"]
+    identify = {name: options[name] for name in ("formats", "max_pixels") if name in options}
+    try:
+        info = probe(job["data"], limits=DecodeLimits(**job["limits"]), **identify)
+        reply({"pixels": info.width * info.height * info.frames})
+        presets = [Preset(**preset) for preset in job["presets"]]
+        renditions = render(job["data"], presets, **options)
+        reply({"renditions": [frames.record_to(rendition) for rendition in renditions]})
+    except Exception as exc:  # MemoryError included: every failure goes back as data
+        reply(frames.error_frame(exc))
+
+
 def serve(stdin, stdout):
     while True:
         try:
-            size = HEADER.unpack(_read_exact(stdin, HEADER.size))[0]
-            _, data, presets, kwargs = pickle.loads(_read_exact(stdin, size))
+            size = frames.HEADER.unpack(_read_exact(stdin, frames.HEADER.size))[0]
+            _, job = frames.unpack(_read_exact(stdin, size))
         except EOFError:
             return  # the parent is gone or closed the pool
-        try:
-            result = (True, render(data, presets, **kwargs))
-        except MemoryError:
-            result = (False, MemoryError())
-        except Exception as exc:
-            result = (False, exc)
-        payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(HEADER.pack(len(payload)) + payload)
-        stdout.flush()
+        handle(job, lambda message: _send(stdout, message))
 
 
 def main():
-    _limit_memory(int(sys.argv[1]))
-    # Rendering yields the CPU to the gateway and storage on the same host,
-    # so uploads are answered at once even while every core renders.
-    os.nice(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    memory_mb, nice, sandbox_mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    apply_pillow_policy()  # every plugin loaded before the sandbox closes
     # eventlet in the parent may have made our socket non-blocking
     os.set_blocking(sys.stdin.fileno(), True)
     # the socket carries frames only: anything a library prints goes to stderr
     frames_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
     frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    # Rendering yields the CPU to the gateway and storage on the same host,
+    # so uploads are answered at once even while every core renders.
+    os.nice(nice)
+    try:
+        report = confine(sandbox_mode)
+    except SandboxUnavailable as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(3)
+    _limit_memory(memory_mb)
+    _send(frames_out, {"hello": report.as_dict()})
     serve(frames_in, frames_out)
 
 

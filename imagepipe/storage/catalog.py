@@ -9,6 +9,7 @@ update.  The one way back is a re-upload of the same bytes after a failure,
 which resets the image to ``pending`` so it is tried again.
 """
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -38,6 +39,16 @@ images = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # where to POST the status when the image is finished (imagepipe.webhooks)
     sa.Column("callback_url", sa.Text, nullable=True),
+    # the API key's tenant that uploaded it (imagepipe.web.keys); None: no tenants
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Index("ix_images_tenant_created_at", "tenant", "created_at"),
+)
+
+# secrets every storage process of one catalog shares (the grant signing key)
+store_secrets = sa.Table(
+    "store_secrets", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
 )
 
 variants = sa.Table(
@@ -112,7 +123,27 @@ class Catalog:
 
     # -- images -----------------------------------------------------------
 
-    def add_image(self, image_id, sha256, info, size, callback_url=None):
+    def secret(self, name):
+        """A random secret shared by every process of this catalog, made on first use."""
+        with self.engine.begin() as conn:
+            conn.execute(_insert_ignore(conn, store_secrets).values(
+                name=name, value=secrets.token_hex(32)))
+            value = conn.execute(sa.select(store_secrets.c.value)
+                                 .where(store_secrets.c.name == name)).scalar_one()
+        return bytes.fromhex(value)
+
+    def tenant_bytes(self, tenant):
+        """Bytes of every original and rendition the tenant's images hold."""
+        with self.engine.connect() as conn:
+            originals = conn.execute(sa.select(sa.func.sum(images.c.bytes))
+                                     .where(images.c.tenant == tenant)).scalar()
+            renditions = conn.execute(
+                sa.select(sa.func.sum(variants.c.bytes))
+                .select_from(variants.join(images, variants.c.image_id == images.c.id))
+                .where(images.c.tenant == tenant)).scalar()
+        return int(originals or 0) + int(renditions or 0)
+
+    def add_image(self, image_id, sha256, info, size, callback_url=None, tenant=None):
         """Record an uploaded original; return ``(record, created)``.
 
         A re-upload of an image that failed starts it afresh; any other
@@ -127,7 +158,7 @@ class Catalog:
                     mime_type=info["mime_type"], width=info["width"],
                     height=info["height"], frames=info.get("frames", 1),
                     bytes=size, status=PENDING, error=None, attempts=0,
-                    created_at=now, updated_at=now, callback_url=callback_url,
+                    created_at=now, updated_at=now, callback_url=callback_url, tenant=tenant,
                 ).returning(images.c.id)
             ).first() is not None
             if not inserted and callback_url:
@@ -141,12 +172,13 @@ class Catalog:
                 )
         return self.get_image(image_id), inserted
 
-    def get_image(self, image_id):
+    def get_image(self, image_id, tenant=None):
+        """The image's record; ``NotFound`` if there is none -- or it is another tenant's."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 images.select().where(images.c.id == image_id)
             ).mappings().first()
-            if row is None:
+            if row is None or (tenant is not None and row["tenant"] != tenant):
                 raise NotFound("no image with id {!r}".format(image_id))
             variant_rows = conn.execute(
                 variants.select()
@@ -155,13 +187,15 @@ class Catalog:
             ).mappings().all()
         return _image_record(row, variant_rows)
 
-    def list_images(self, limit=20, cursor=None):
-        """Newest first; return ``(records, next cursor or None)``.
+    def list_images(self, limit=20, cursor=None, tenant=None):
+        """Newest first (only ``tenant``'s, if given); return ``(records, next cursor or None)``.
 
         Keyset pagination on (created_at, id): pages stay stable while new
         images arrive, and images uploaded in the same instant are not lost.
         """
         query = images.select().order_by(images.c.created_at.desc(), images.c.id).limit(limit + 1)
+        if tenant is not None:
+            query = query.where(images.c.tenant == tenant)
         if cursor is not None:
             created_at, image_id = _parse_cursor(cursor)
             query = query.where(sa.or_(
@@ -329,4 +363,5 @@ def _image_record(row, variant_rows):
         "created_at": isoformat(row["created_at"]),
         "updated_at": isoformat(row["updated_at"]),
         "callback_url": row["callback_url"],
+        "tenant": row["tenant"],
     }

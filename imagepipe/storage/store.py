@@ -1,24 +1,44 @@
 """The storage service's model: blobs plus the catalog that describes them.
 
-Every write is idempotent.  An original is keyed by its content hash; a
-rendition by (image, preset).  Writing what is already there is a no-op, so a
-job delivered twice writes each rendition once.
+Every write is idempotent.  An original is keyed by its content hash (and
+its tenant, see ``ids.image_id_for``); a rendition by (image, preset).
+Writing what is already there is a no-op, so a job delivered twice writes
+each rendition once.
+
+Bytes arrive two ways.  On the claim-check path (``imagepipe.storage.grants``)
+the gateway and imaging write blobs themselves under write grants, and
+storage checks each (size and SHA-256 against what the writer declared)
+before moving it into place and recording it; it hands out read grants for
+originals the same way.  Where a service cannot reach the blob store, it
+sends the bytes in the RPC call instead (``put_original``, ``claim`` and
+``complete`` without grants).
 """
 import logging
 
-from imagepipe.errors import BadRequest, NotFound
+from imagepipe.errors import (
+    BadRequest, InsufficientStorage, InvalidGrant, NotFound, QuotaExceeded)
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
 from imagepipe.records import FINISHED
 from imagepipe.storage.blobs import open_blob_store, original_key, variant_key
 from imagepipe.storage.catalog import Catalog
+from imagepipe.storage.grants import READ, STAGING_PREFIX, WRITE, GrantSigner, staging_key
+from imagepipe.storage.limits import StorageLimits
+from imagepipe.storage.deliveries import DeliveryLedger
 
 log = logging.getLogger(__name__)
 
+GRANT_SECRET = "grants"
+
 
 class ImageStore:
-    def __init__(self, blobs, catalog):
+    def __init__(self, blobs, catalog, limits=StorageLimits(), grants=None):
         self.blobs = blobs
         self.catalog = catalog
+        self.limits = limits
+        self.grants = grants or GrantSigner(catalog.secret(GRANT_SECRET))
+        if blobs.kind == "files":
+            blobs.ensure_folder(STAGING_PREFIX)
+            blobs.mark(self.access()["store_id"])
 
     @classmethod
     def from_settings(cls, settings):
@@ -28,10 +48,13 @@ class ImageStore:
         return cls(
             open_blob_store(settings.blobs, settings.storage_root),
             Catalog.from_url(settings.storage_db),
+            settings.storage_limits,
         )
 
-    def put_original(self, data, info, callback_url=None):
-        """Store uploaded bytes; return ``(record, created)``.
+    # -- originals -------------------------------------------------------------
+
+    def put_original(self, data, info, callback_url=None, tenant=None):
+        """Store uploaded bytes sent in the call; return ``(record, created)``.
 
         The blob is durable before the catalog row exists, so a record never
         points at bytes that a crash could have lost.
@@ -39,78 +62,206 @@ class ImageStore:
         if not isinstance(data, bytes) or not data:
             raise BadRequest("the image is empty")
         sha256 = content_sha256(data)
-        image_id = image_id_for(sha256)
+        image_id = image_id_for(sha256, tenant)
         key = original_key(image_id)
         if not self.blobs.exists(key):
+            self.check_room(len(data), tenant)
             self.blobs.put(key, data, info["mime_type"], sha256)
-        return self.catalog.add_image(image_id, sha256, info, len(data), callback_url)
+        return self.catalog.add_image(image_id, sha256, info, len(data), callback_url, tenant)
 
-    def get_original(self, image_id):
+    def grant_original_upload(self):
+        """A write grant for one new original (a fresh staging key)."""
+        return self._grant(WRITE, staging_key())
+
+    def register_original(self, token, size, sha256, info, callback_url=None, tenant=None):
+        """Record the original written under ``token``; return ``(record, created)``.
+
+        The staged blob must be exactly ``size`` bytes with SHA-256 ``sha256``;
+        otherwise it is deleted and nothing is recorded.
+        """
+        staged = self._checked_staged_blob(token, size, sha256)
+        image_id = image_id_for(sha256, tenant)
+        key = original_key(image_id)
+        if self.blobs.exists(key):
+            self.blobs.delete(staged)  # the same bytes are stored already
+        else:
+            try:
+                self.check_room(size, tenant)
+            except InsufficientStorage:
+                self.blobs.delete(staged)
+                raise
+            self.blobs.promote(staged, key, info["mime_type"], sha256)
+        return self.catalog.add_image(image_id, sha256, info, size, callback_url, tenant)
+
+    def check_room(self, size, tenant=None):
+        """``InsufficientStorage`` if ``size`` more bytes would cross the disk floor or the quota."""
+        if self.limits.min_free_bytes and self.blobs.kind == "files":
+            free = self.blobs.free_bytes()
+            if free - size < self.limits.min_free_bytes:
+                raise InsufficientStorage(
+                    "the store is nearly full ({} MB free, {} MB kept free); try again later"
+                    .format(free // 2**20, self.limits.min_free_bytes // 2**20))
+        if self.limits.tenant_quota_bytes and tenant is not None:
+            used = self.catalog.tenant_bytes(tenant)
+            if used + size > self.limits.tenant_quota_bytes:
+                raise QuotaExceeded("this key's images use {} of its {} bytes; delete some first"
+                                    .format(used, self.limits.tenant_quota_bytes))
+
+    def get_original(self, image_id, tenant=None):
         check_image_id(image_id)
-        self.catalog.get_image(image_id)  # 404 for unknown ids, not a missing blob
+        self.catalog.get_image(image_id, tenant)  # 404 for unknown ids, not a missing blob
         return self.blobs.get(original_key(image_id))
 
-    def get_image(self, image_id):
-        return self.catalog.get_image(check_image_id(image_id))
+    def get_image(self, image_id, tenant=None):
+        return self.catalog.get_image(check_image_id(image_id), tenant)
 
-    def list_images(self, limit=20, cursor=None):
+    def list_images(self, limit=20, cursor=None, tenant=None):
         """``{"images": [...newest first], "next": cursor of the next page or None}``."""
-        records, next_cursor = self.catalog.list_images(max(1, min(int(limit), 100)), cursor)
+        records, next_cursor = self.catalog.list_images(max(1, min(int(limit), 100)), cursor, tenant)
         return {"images": records, "next": next_cursor}
+
+    def grant_read(self, image_id, name, tenant=None):
+        """``{"meta": the blob's catalog entry, "grant": a read grant}`` for ``original`` or a preset."""
+        record = self.get_image(image_id, tenant)
+        if name == "original":
+            return {"meta": record["original"], "grant": self._grant(READ, original_key(image_id))}
+        variant = record["variants"].get(check_preset_name(name))
+        if variant is None:
+            raise NotFound("image {} has no rendition {!r}".format(image_id, name))
+        return {"meta": variant, "grant": self._grant(READ, variant_key(image_id, name))}
+
+    # -- an imaging job ----------------------------------------------------------
 
     def finish(self, image_id, status, error=None):
         return self.catalog.finish(check_image_id(image_id), status, error)
 
-    def claim(self, image_id, retry_failed=False):
+    def claim(self, image_id, retry_failed=False, presets=None):
         """Start a processing attempt; return the record and, when there is work, the original.
 
-        ``{"record": ..., "original": bytes or None}``: the original is left
-        out for an image that is finished and not being reprocessed.
+        Without ``presets``: ``{"record", "original": bytes or None}``.  With
+        ``presets`` (the claim-check path): ``{"record", "original": a read
+        grant or None, "renditions": {preset: write grant}}``.  The original
+        is left out for an image that is finished and not being reprocessed.
         """
         record = self.catalog.start_processing(check_image_id(image_id), retry_failed)
         has_work = record["status"] not in FINISHED or retry_failed
-        return {"record": record, "original": self.blobs.get(original_key(image_id)) if has_work else None}
+        if presets is None:
+            return {"record": record,
+                    "original": self.blobs.get(original_key(image_id)) if has_work else None}
+        if not has_work:
+            return {"record": record, "original": None, "renditions": {}}
+        return {"record": record, "original": self._grant(READ, original_key(image_id)),
+                "renditions": {check_preset_name(preset): self._grant(WRITE, staging_key())
+                               for preset in presets}}
 
     def complete(self, image_id, renditions, replace=False):
         """Store every rendition, then mark the image done; return its record.
 
-        ``renditions``: ``[{"preset", "data", "meta"}, ...]``.  The job's last
-        round trip.  Blobs are durable before the one catalog transaction that lists them
-        and marks the image done.  Idempotent: renditions already recorded are
-        kept unless ``replace``, so a redelivered job may call it again.
+        ``renditions``: ``[{"preset", "meta", "data"}]`` (bytes in the call)
+        or ``[{"preset", "meta", "grant", "bytes", "sha256"}]`` (written under
+        a grant from ``claim``).  The job's last round trip.  Blobs are
+        durable before the one catalog transaction that lists them and marks
+        the image done.  Idempotent: renditions already recorded are kept
+        unless ``replace``, so a redelivered job may call it again.
         """
         existing = self.get_image(check_image_id(image_id))["variants"]
         written = {}
         for rendition in renditions:
-            preset, data = rendition["preset"], rendition["data"]
-            self._check_rendition(preset, data)
-            if replace or preset not in existing:
-                written[preset] = self._put_variant_blob(image_id, preset, data, rendition["meta"])
+            preset = check_preset_name(rendition["preset"])
+            keep = preset in existing and not replace
+            if "grant" in rendition:
+                written_meta = self._register_rendition(image_id, rendition, discard=keep)
+            elif keep:
+                continue
+            else:
+                written_meta = self._put_rendition(image_id, rendition)
+            if written_meta is not None:
+                written[preset] = written_meta
         return self.catalog.complete(image_id, written, replace)
 
-    @staticmethod
-    def _check_rendition(preset, data):
-        check_preset_name(preset)
+    def _put_rendition(self, image_id, rendition):
+        preset, data = rendition["preset"], rendition["data"]
         if not isinstance(data, bytes) or not data:
             raise BadRequest("rendition {!r} is empty".format(preset))
-
-    def _put_variant_blob(self, image_id, preset, data, meta):
-        """Write the blob; return the catalog's meta for it."""
-        meta = dict(meta, bytes=len(data), sha256=content_sha256(data))
+        meta = dict(rendition["meta"], bytes=len(data), sha256=content_sha256(data))
         self.blobs.put(variant_key(image_id, preset), data, meta["mime_type"], meta["sha256"])
         return meta
 
-    def get_variant(self, image_id, preset):
+    def _register_rendition(self, image_id, rendition, discard):
+        preset = rendition["preset"]
+        if not rendition.get("bytes"):
+            raise BadRequest("rendition {!r} is empty".format(preset))
+        staged = self._checked_staged_blob(rendition["grant"], rendition["bytes"], rendition["sha256"])
+        if discard:
+            self.blobs.delete(staged)
+            return None
+        self.blobs.promote(staged, variant_key(image_id, preset), rendition["meta"]["mime_type"],
+                           rendition["sha256"])
+        return dict(rendition["meta"], bytes=rendition["bytes"], sha256=rendition["sha256"])
+
+    def get_variant(self, image_id, preset, tenant=None):
         """Return ``(bytes, variant record)``."""
-        record = self.get_image(image_id)
+        record = self.get_image(image_id, tenant)
         check_preset_name(preset)
         variant = record["variants"].get(preset)
         if variant is None:
             raise NotFound("image {} has no rendition {!r}".format(image_id, preset))
         return self.blobs.get(variant_key(image_id, preset)), variant
 
+    # -- housekeeping ---------------------------------------------------------------
+
     def stalled_image_ids(self, older_than, limit=100):
         return self.catalog.stalled_image_ids(older_than, limit)
 
     def touch(self, image_id):
         self.catalog.touch(check_image_id(image_id))
+
+    def sweep_staging(self):
+        """Delete staged blobs nobody registered within ``staging_max_age``; return how many."""
+        stale = self.blobs.stale_keys(STAGING_PREFIX, self.limits.staging_max_age)
+        for key in stale:
+            self.blobs.delete(key)
+        return len(stale)
+
+    def access(self):
+        """How others reach the blobs: ``{"kind": "files", "store_id"}`` or ``{"kind": "s3"}``."""
+        if self.blobs.kind == "files":
+            return {"kind": "files", "store_id": self.catalog.secret("store-id").hex()[:32]}
+        return {"kind": self.blobs.kind}
+
+    # -- grants ------------------------------------------------------------------------
+
+    def _grant(self, access, key):
+        grant = self.grants.issue(access, key)
+        url = self.blobs.presign(key, access, self.grants.ttl)
+        if url is not None:
+            grant["url"] = url
+        return grant
+
+    def _checked_staged_blob(self, token, size, sha256):
+        """The staging key a write grant names, once what it holds matches the declaration."""
+        key = self.grants.verify(token, WRITE).key
+        if not key.startswith(STAGING_PREFIX):
+            raise InvalidGrant("a write grant must name a staging key")
+        try:
+            actual = self.blobs.digest(key)
+        except NotFound:
+            raise InvalidGrant("nothing was written under this grant") from None
+        if actual != (size, sha256):
+            self.blobs.delete(key)
+            raise InvalidGrant("the blob written under this grant is {} bytes with SHA-256 {}, "
+                               "not the declared {} bytes with {}".format(*actual, size, sha256))
+        return key
+
+    # -- webhook deliveries (imagepipe.storage.deliveries) ----------------------
+
+    @property
+    def deliveries(self):
+        return DeliveryLedger(self.catalog.engine, self.catalog.clock)
+
+    def claim_delivery(self, image_id, url, outcome, attempt, lease_seconds):
+        return self.deliveries.claim(check_image_id(image_id), url, outcome, int(attempt),
+                                     float(lease_seconds))
+
+    def finish_delivery(self, image_id, url, outcome, attempt, state):
+        self.deliveries.finish(check_image_id(image_id), url, outcome, int(attempt), state)

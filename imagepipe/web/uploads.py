@@ -1,17 +1,21 @@
-"""Reading an upload out of an HTTP request, within a size limit.
+"""Reading an upload out of an HTTP request, within a size limit, into a spool.
 
 Two shapes are accepted: multipart form data with the file in field ``image``
 (what browsers and ``curl -F image=@photo.jpg`` send) or the raw bytes as the
-body with an ``image/*`` Content-Type.  The limit is enforced before reading
-(Content-Length) and while reading (chunked bodies), so an oversized body is
-never buffered whole.
+body with an ``image/*`` Content-Type, with a Content-Length or chunked.  The
+limit is enforced before reading (Content-Length) and while reading (chunked
+bodies), so an oversized body is never buffered whole.  The image lands in a
+spool -- memory up to a threshold, then a temporary file -- so a slow or
+large upload costs neither a worker nor unbounded memory.
 """
-import io
+import shutil
+from dataclasses import dataclass, field
 
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
 from imagepipe.errors import BadRequest, PayloadTooLarge, UnsupportedFormat
+from imagepipe.web.limits import spool
 
 UPLOAD_FIELD = "image"
 # Room for multipart boundaries, part headers and small form fields.
@@ -19,16 +23,39 @@ FORM_OVERHEAD = 64 * 1024
 _CHUNK = 64 * 1024
 
 
-def read_upload(request, max_bytes):
-    """Return ``(image bytes, form fields)`` from a werkzeug request."""
+@dataclass
+class Upload:
+    """The uploaded image (a spooled file at position 0), its size, and the other form fields."""
+
+    file: object
+    size: int
+    fields: dict = field(default_factory=dict)
+
+    def read(self):
+        """The whole image as bytes (for the paths that need it in memory)."""
+        self.file.seek(0)
+        data = self.file.read()
+        self.file.seek(0)
+        return data
+
+    def close(self):
+        self.file.close()
+
+
+def read_upload(request, max_bytes, spool_bytes=4 * 1024 * 1024):
+    """Return the ``Upload`` of a werkzeug request; errors are ``PipelineError``s (4xx)."""
     mimetype = request.mimetype or ""
     framing = FORM_OVERHEAD if mimetype == "multipart/form-data" else 0
     if request.content_length is not None and request.content_length > max_bytes + framing:
         raise _too_large(max_bytes)
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        # the server decodes chunked bodies; werkzeug reads no body of
+        # unknown length unless told the input ends by itself
+        request.environ["wsgi.input_terminated"] = True
     if mimetype == "multipart/form-data":
-        return _read_multipart(request, max_bytes)
+        return _read_multipart(request, max_bytes, spool_bytes)
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
-        return _read_raw_body(request, max_bytes), {}
+        return _read_raw_body(request, max_bytes, spool_bytes)
     if not mimetype:
         raise BadRequest(
             "send the image as multipart field 'image' or as the request body "
@@ -38,27 +65,24 @@ def read_upload(request, max_bytes):
         "'image' or an image/* body".format(mimetype))
 
 
-class _InMemoryFormDataParser(FormDataParser):
-    """werkzeug's form parser, keeping file parts in memory.
+def _spooling_parser(spool_bytes):
+    """werkzeug's form parser, putting file parts into spools of ``spool_bytes`` in memory."""
 
-    The image is held in memory whole anyway (it travels to storage as one
-    message, and the size limit bounds it), so werkzeug's default of spooling
-    parts over 500 KB to a temporary file only adds a disk write and read
-    per upload.
-    """
+    def stream_factory(total_content_length, content_type, filename=None, content_length=None):
+        return spool(spool_bytes)
 
-    def __init__(self, stream_factory=None, *args, **kwargs):
-        super().__init__(_memory_stream, *args, **kwargs)
+    class SpoolingFormDataParser(FormDataParser):
+        def __init__(self, _default_factory=None, *args, **kwargs):
+            kwargs.pop("stream_factory", None)
+            super().__init__(stream_factory, *args, **kwargs)
 
-
-def _memory_stream(total_content_length, content_type, filename=None, content_length=None):
-    return io.BytesIO()
+    return SpoolingFormDataParser
 
 
-def _read_multipart(request, max_bytes):
+def _read_multipart(request, max_bytes, spool_bytes):
     # werkzeug's form parser honours max_content_length even for chunked bodies
     request.max_content_length = max_bytes + FORM_OVERHEAD
-    request.form_data_parser_class = _InMemoryFormDataParser
+    request.form_data_parser_class = _spooling_parser(spool_bytes)
     try:
         files = request.files
         form = request.form
@@ -66,36 +90,56 @@ def _read_multipart(request, max_bytes):
         raise _too_large(max_bytes) from None
     except ValueError as exc:
         raise BadRequest("malformed multipart body: {}".format(exc)) from None
-    upload = files.get(UPLOAD_FIELD)
-    if upload is None:
+    for name, part in files.items(multi=True):
+        if name != UPLOAD_FIELD:
+            part.close()
+    part = files.get(UPLOAD_FIELD)
+    if part is None:
         raise BadRequest("multipart field 'image' is missing")
-    data = upload.stream.getvalue()  # no copy: BytesIO hands over its buffer
-    if len(data) > max_bytes:
+    image = part.stream
+    size = image.seek(0, 2)
+    image.seek(0)
+    if size > max_bytes:
+        image.close()
         raise _too_large(max_bytes)
-    if not data:
+    if not size:
+        image.close()
         raise BadRequest("multipart field 'image' is empty")
-    return data, {key: form.get(key) for key in form}
+    return Upload(image, size, {key: form.get(key) for key in form})
 
 
-def _read_raw_body(request, max_bytes):
-    data = _read_limited(request.stream, max_bytes)
-    if not data:
+def _read_raw_body(request, max_bytes, spool_bytes):
+    image = spool(spool_bytes)
+    try:
+        size = _copy_limited(request.stream, image, max_bytes)
+    except BaseException:
+        image.close()
+        raise
+    if not size:
+        image.close()
         raise BadRequest("the request body is empty")
-    return data
+    image.seek(0)
+    return Upload(image, size, {})
 
 
-def _read_limited(stream, max_bytes):
-    chunks, size = [], 0
+def _copy_limited(stream, target, max_bytes):
+    size = 0
     while True:
         chunk = stream.read(min(_CHUNK, max_bytes + 1 - size))
         if not chunk:
-            return b"".join(chunks)
+            return size
         size += len(chunk)
         if size > max_bytes:
             raise _too_large(max_bytes)
-        chunks.append(chunk)
+        target.write(chunk)
 
 
 def _too_large(max_bytes):
     return PayloadTooLarge(
         "the upload is larger than the limit of {} bytes".format(max_bytes))
+
+
+def copy_file(source, target, chunk_size=1024 * 1024):
+    """Copy one open file into another from the source's start."""
+    source.seek(0)
+    shutil.copyfileobj(source, target, chunk_size)

@@ -5,6 +5,13 @@ An upload may name a ``callback_url``; once its image is ``done`` or
 module is the plain part of that: nothing here knows about nameko or AMQP.
 Redirects are never followed: they would lead past the URL rule
 (``imagepipe.webhooks.urls``).
+
+Each (image, callback URL, outcome) is delivered once: ``deliver`` claims
+the attempt in a ledger first (``imagepipe.storage.deliveries``, reached
+through storage), so a re-upload, a redelivered message or a duplicate
+publish finds the delivery made, or under way, and sends nothing.  And at
+most ``WEBHOOK_MAX_PER_HOST`` deliveries to one host name run at once in a
+webhooks process (``HostSlots``); the rest wait in RabbitMQ, not in memory.
 """
 import ipaddress
 import json
@@ -15,14 +22,19 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl
+from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl, UnresolvableCallbackHost
 from imagepipe.records import FINISHED
 from imagepipe.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, delivery_id, signature
-from imagepipe.webhooks.urls import DEFAULT_PORTS, check_callback_url, resolve_host
+from imagepipe.webhooks.urls import ALLOWED_PORTS, DEFAULT_PORTS, check_callback_url, resolve_host
 
 DELIVERY_HEADER = "X-Imagepipe-Delivery"
 EVENT_HEADER = "X-Imagepipe-Event"
 USER_AGENT = "imagepipe-webhooks/1"
+# How long a delivery that cannot start now (its host is at its cap, or its
+# attempt is being made elsewhere) waits in RabbitMQ before it is looked at again.
+WAIT_SECONDS = 1.0
+# The ledger's states for an attempt's end (imagepipe.storage.deliveries)
+RETRYING, DELIVERED, GAVE_UP = "pending", "delivered", "gave_up"
 
 
 @dataclass(frozen=True)
@@ -66,17 +78,20 @@ class WebhookSender:
     """One POST of an image's status to its callback URL."""
 
     def __init__(self, timeout=5.0, secret="", allow_private=False, resolve=resolve_host,
-                 clock=time.time):
+                 clock=time.time, allowed_ports=ALLOWED_PORTS):
         self.timeout = timeout
         self.secret = secret
         self.allow_private = allow_private
         self.resolve = resolve
         self.clock = clock
+        self.allowed_ports = allowed_ports
 
     def send(self, url, status_body):
         """POST ``status_body`` to ``url``; return an ``Attempt`` (never raises)."""
         try:
-            target = check_callback_url(url, self.allow_private, self.resolve)
+            target = check_callback_url(url, self.allow_private, self.resolve, self.allowed_ports)
+        except UnresolvableCallbackHost as exc:
+            return Attempt(False, exc.message)  # DNS may be down for now: try again later
         except CallbackUrlForbidden as exc:
             return Attempt(False, exc.message, permanent=True)
         except InvalidCallbackUrl as exc:
@@ -121,8 +136,9 @@ class WebhookSender:
 class Decision:
     """What became of one delivery message.
 
-    ``outcome`` is ``delivered``, ``skipped``, ``retry`` or ``gave_up``; for a
-    retry, ``retry_message`` is to be handled again after ``retry_delay``.
+    ``outcome`` is ``delivered``, ``skipped``, ``retry``, ``deferred`` or
+    ``gave_up``; for a retry or a deferral, ``retry_message`` is to be
+    handled again after ``retry_delay``.
     """
 
     outcome: str
@@ -141,11 +157,48 @@ def retry_message(image_id, attempt, callback_url):
     return {"id": image_id, "webhook": {"attempt": attempt, "callback_url": callback_url}}
 
 
-def deliver(message, record, status_body, send, retry_delays):
+class HostSlots:
+    """At most ``limit`` deliveries at once to each host name, in this process.
+
+    No lock: the webhooks service runs on eventlet, and nothing here yields
+    between the check and the count.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.busy = {}
+
+    def acquire(self, host):
+        if self.busy.get(host, 0) >= self.limit:
+            return False
+        self.busy[host] = self.busy.get(host, 0) + 1
+        return True
+
+    def release(self, host):
+        left = self.busy.get(host, 0) - 1
+        if left > 0:
+            self.busy[host] = left
+        else:
+            self.busy.pop(host, None)
+
+
+class NoLedger:
+    """Every claim wins (tests of the decision alone; the service always has a ledger)."""
+
+    def claim(self, image_id, url, outcome, attempt):
+        return "claimed"
+
+    def finish(self, image_id, url, outcome, attempt, state):
+        pass
+
+
+def deliver(message, record, status_body, send, retry_delays, ledger=NoLedger(), slots=None):
     """Handle one delivery message for the image ``record`` (storage's record).
 
     The URL is always the image's current ``callback_url``: a re-upload that
-    names a new one takes over pending retries for the old one.
+    names a new one takes over pending retries for the old one.  ``ledger``
+    claims the attempt (once per image, URL and outcome); ``slots`` caps
+    concurrent deliveries per host.
     """
     attempts, pinned_url = retry_state(message)
     url = record.get("callback_url")
@@ -155,10 +208,29 @@ def deliver(message, record, status_body, send, retry_delays):
         return Decision("skipped", "image is {}".format(record["status"]))
     if pinned_url and pinned_url != url:
         return Decision("skipped", "callback_url was replaced by a later upload")
-    result = send(url, status_body)
+    host = (urlsplit(url).hostname or "").lower()
+    if slots is not None and not slots.acquire(host):
+        return Decision("deferred", "{} deliveries to {} under way".format(slots.limit, host),
+                        message, WAIT_SECONDS)
+    try:
+        claim = ledger.claim(record["id"], url, record["status"], attempts)
+        if claim == "busy":
+            return Decision("deferred", "this attempt is being made elsewhere", message, WAIT_SECONDS)
+        if claim != "claimed":
+            return Decision("skipped", "already {}".format(
+                "delivered or given up" if claim == "finished" else "handled by another message"))
+        result = send(url, status_body)
+    finally:
+        if slots is not None:
+            slots.release(host)
     if result.ok:
-        return Decision("delivered", result.detail)
-    return next_attempt(record["id"], attempts, url, result.detail, retry_delays, result.permanent)
+        decision = Decision("delivered", result.detail)
+    else:
+        decision = next_attempt(record["id"], attempts, url, result.detail, retry_delays,
+                                result.permanent)
+    state = {"delivered": DELIVERED, "retry": RETRYING}.get(decision.outcome, GAVE_UP)
+    ledger.finish(record["id"], url, record["status"], attempts + 1, state)
+    return decision
 
 
 def next_attempt(image_id, attempts, url, detail, retry_delays, permanent=False):

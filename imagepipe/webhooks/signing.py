@@ -32,7 +32,7 @@ def verify_signature(secret, timestamp, body, header, now=None, tolerance=300):
 
 
 def delivery_id(record, url):
-    """Stable across retries and redeliveries of one completion to one URL."""
-    material = "{}|{}|{}|{}".format(record["id"], record["status"], record["updated_at"], url)
+    """One per (image, outcome, URL): what is delivered once (imagepipe.storage.deliveries)."""
+    material = "{}|{}|{}".format(record["id"], record["status"], url)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 

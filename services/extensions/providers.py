@@ -4,18 +4,21 @@ Each wraps a plain ``imagepipe`` object, so ``worker_factory`` can swap it in
 unit tests and the services themselves stay declarative.
 """
 import logging
+import threading
 
 import eventlet
 from nameko.extensions import DependencyProvider
 
 from imagepipe import heap
-from imagepipe.errors import InvalidCallbackUrl, NotFound, Unavailable
+from imagepipe.errors import NotFound, Unavailable, UnresolvableCallbackHost
 from imagepipe.observability import metrics
 from imagepipe.rendering.pool import RenderPool
 from imagepipe.settings import Settings
+from imagepipe.storage.direct import DirectBlobs
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
-    WebhookSender, deliver, next_attempt, retry_message, retry_state)
+    WAIT_SECONDS, Decision, HostSlots, WebhookSender, deliver, next_attempt, retry_message,
+    retry_state)
 from imagepipe.webhooks.urls import check_callback_url
 from services import topology
 from services.extensions.amqp import QueuePublisher
@@ -67,9 +70,10 @@ class ImageStoreProvider(DependencyProvider):
 class Renderer(DependencyProvider):
     """``render(data, presets)`` in a pool of worker processes.
 
-    The pool bounds each render in time and memory and survives decoder
-    crashes; the service's event loop only waits on pipes, so it keeps
-    serving AMQP heartbeats while every core renders.
+    The pool bounds each render in time (a budget per megapixel) and memory,
+    survives decoder crashes and runs its workers sandboxed; the service's
+    event loop only waits on sockets, so it keeps serving AMQP heartbeats
+    while every core renders.
     """
 
     def setup(self):
@@ -77,10 +81,22 @@ class Renderer(DependencyProvider):
         self.pool = RenderPool(
             size=settings.render_workers, timeout=settings.render_timeout,
             memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
-            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels})
+            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels},
+            seconds_per_megapixel=settings.render_seconds_per_megapixel,
+            seconds_min=settings.render_seconds_min, decode_limits=settings.decode_limits,
+            sandbox=settings.render_sandbox)
 
     def start(self):
-        self.pool.start_workers(1)  # ready for the first job
+        # One worker starts beside the service's own start-up (it waits for
+        # the worker's hello in a green thread), not on the first job: off a
+        # cold start's path.
+        self.container.spawn_managed_thread(self._start_worker)
+
+    def _start_worker(self):
+        try:
+            self.pool.start_worker()
+        except Exception as exc:  # the first job tries again, and says why if it fails
+            log.warning("could not start a render worker ahead of the first job: %s", exc)
 
     def stop(self):
         self.pool.close()
@@ -90,6 +106,44 @@ class Renderer(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.pool.render
+
+
+class BlobAccess(DependencyProvider):
+    """The claim-check path for the gateway and imaging: direct blob access, or None.
+
+    Decided at start-up from this process's view of the store (a shared
+    ``STORAGE_ROOT`` with storage's marker, or S3 with presigned URLs) and
+    logged once; the first job or upload then confirms with storage that
+    both mean the same store (``storage.blob_access``), and falls back to
+    bytes over RPC for good if they do not.
+    """
+
+    def setup(self):
+        settings = Settings.from_config(self.container.config)
+        self.direct, why = DirectBlobs.for_process(
+            settings.blobs, settings.storage_root, settings.blob_access, settings.rpc_timeout)
+        log.info("%s: image bytes %s (%s)", self.container.service_name,
+                 "go directly to the blob store" if self.direct else "travel over RPC", why)
+        self._confirmed = self.direct is None
+        self._lock = threading.Lock()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def direct_for(self, storage):
+        """The ``DirectBlobs`` to use, or None for bytes over RPC; ``storage`` is an RPC proxy."""
+        if not self._confirmed:
+            with self._lock:
+                if not self._confirmed:
+                    self._confirm(storage.blob_access())
+        return self.direct
+
+    def _confirm(self, access):
+        if not self.direct.serves(access):
+            log.warning("%s: storage uses another store (%s) than the one seen here; image "
+                        "bytes travel over RPC from now on", self.container.service_name, access)
+            self.direct = None
+        self._confirmed = True
 
 
 class CallbackUrls(DependencyProvider):
@@ -112,17 +166,24 @@ class CallbackUrls(DependencyProvider):
         """
         deadline = eventlet.Timeout(self.settings.rpc_timeout)
         try:
-            return check_callback_url(url, self.settings.webhook_allow_private)
+            return check_callback_url(url, self.settings.webhook_allow_private,
+                                      allowed_ports=self.settings.webhook_allowed_ports)
         except eventlet.Timeout as exc:
             if exc is not deadline:
                 raise
-            raise InvalidCallbackUrl("callback_url host did not resolve within {:g} s".format(
-                self.settings.rpc_timeout)) from None
+            # the same answer as for a name that does not resolve at all
+            raise UnresolvableCallbackHost(
+                "callback_url host is not a public internet address; only public addresses "
+                "are allowed") from None
         finally:
             deadline.cancel()
 
     def request_delivery(self, image_id, url):
-        """Deliver now: a re-upload named a callback for an image already finished."""
+        """Deliver now: a re-upload named a callback for an image already finished.
+
+        Asking again is harmless: the webhooks service delivers each (image,
+        URL, outcome) once, so a re-upload that names the same URL sends nothing.
+        """
         self.publisher.publish(retry_message(image_id, 0, url), self.delivery_queue, "webhook")
 
 
@@ -141,23 +202,29 @@ class WebhookDeliveries(DependencyProvider):
         self.settings = Settings.from_config(config)
         self.sender = WebhookSender(
             timeout=self.settings.webhook_timeout, secret=self.settings.webhook_secret,
-            allow_private=self.settings.webhook_allow_private)
+            allow_private=self.settings.webhook_allow_private,
+            allowed_ports=self.settings.webhook_allowed_ports)
+        self.slots = HostSlots(self.settings.webhook_max_per_host)
         self.publisher = QueuePublisher(config, self.container.serializer, self.settings.rpc_timeout)
         self.retry_queues = {delay: topology.delivery_retry_queue(delay, config)
-                             for delay in self.settings.webhook_retry_delays}
+                             for delay in set(self.settings.webhook_retry_delays) | {WAIT_SECONDS}}
 
     def get_dependency(self, worker_ctx):
         return self
 
-    def handle(self, message, get_image):
-        """One delivery message: POST, or schedule the next attempt, or give up."""
+    def handle(self, message, storage):
+        """One delivery message: POST, or schedule the next attempt, wait, or give up.
+
+        ``storage``: the storage RPC proxy (``get_image`` and the delivery
+        ledger's ``claim_delivery`` / ``finish_delivery``).
+        """
         image_id = message.get("id")
         if message.get("has_callback") is False:
             return None  # imaging says the finished image has no callback_url
         attempts, pinned_url = retry_state(message)
         delays = self.settings.webhook_retry_delays
         try:
-            record = get_image(image_id)
+            record = storage.get_image(image_id)
         except NotFound:
             log.warning("webhook for unknown image %r dropped", image_id)
             return None
@@ -165,9 +232,20 @@ class WebhookDeliveries(DependencyProvider):
             decision = next_attempt(image_id, attempts, pinned_url, exc.message, delays)
         else:
             status_body = api.image_status(record, self.settings.public_url)
-            decision = deliver(message, record, status_body, self.sender.send, delays)
+            try:
+                decision = deliver(message, record, status_body, self.sender.send, delays,
+                                   StorageLedger(storage, self.lease_seconds), self.slots)
+            except Unavailable as exc:
+                # the ledger did not answer: look again later; if it was the attempt's
+                # end that was lost, its POST is repeated once its lease has run out
+                decision = Decision("deferred", exc.message, message, WAIT_SECONDS)
         self._act(image_id, attempts, decision)
         return decision
+
+    @property
+    def lease_seconds(self):
+        # a claimed attempt outlives its POST (connect and read timeouts) and the storage calls
+        return 2 * self.settings.webhook_timeout + 2 * self.settings.rpc_timeout
 
     def _act(self, image_id, attempts, decision):
         if decision.outcome == "delivered":
@@ -177,6 +255,10 @@ class WebhookDeliveries(DependencyProvider):
             log.warning("webhook for image %s failed (attempt %d): %s; retrying in %g s",
                         image_id, attempts + 1, decision.detail, decision.retry_delay)
             self._publish(decision.retry_message, self.retry_queues[decision.retry_delay])
+        elif decision.outcome == "deferred":
+            log.debug("webhook for image %s waits %g s: %s", image_id, decision.retry_delay,
+                      decision.detail)
+            self._publish(decision.retry_message, self.retry_queues[decision.retry_delay])
         elif decision.outcome == "gave_up":
             log.error("webhook for image %s given up after %d attempts: %s",
                       image_id, attempts + 1, decision.detail)
@@ -185,3 +267,17 @@ class WebhookDeliveries(DependencyProvider):
 
     def _publish(self, message, queue):
         self.publisher.publish(message, queue, "webhook retry")
+
+
+class StorageLedger:
+    """The delivery ledger (``imagepipe.storage.deliveries``) through the storage RPC proxy."""
+
+    def __init__(self, storage, lease_seconds):
+        self.storage = storage
+        self.lease_seconds = lease_seconds
+
+    def claim(self, image_id, url, outcome, attempt):
+        return self.storage.claim_delivery(image_id, url, outcome, attempt, self.lease_seconds)
+
+    def finish(self, image_id, url, outcome, attempt, state):
+        self.storage.finish_delivery(image_id, url, outcome, attempt, state)

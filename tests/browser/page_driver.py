@@ -32,9 +32,19 @@ def emit(message):
     print(json.dumps(message), flush=True)
 
 
-def image_id(path):
-    # the pipeline's ids are the first 128 bits of the content's SHA-256
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+def image_id(path, api_key=None):
+    # the pipeline's ids are the first 128 bits of the SHA-256 of what it
+    # stores -- the upload less its metadata (imagepipe.rendering.strip) --
+    # hashed with the key's tenant when there is one (imagepipe.ids)
+    from imagepipe.ids import image_id_for
+    from imagepipe.rendering.probe import probe_with_orientation
+    from imagepipe.rendering.strip import stored_form
+    from imagepipe.web.keys import parse_api_keys
+
+    data = Path(path).read_bytes()
+    info, orientation = probe_with_orientation(data)
+    sha256 = hashlib.sha256(stored_form(data, info.format, orientation)).hexdigest()
+    return image_id_for(sha256, parse_api_keys(api_key)[0].tenant if api_key else None)
 
 
 def read_cards(page, ids):
@@ -77,7 +87,7 @@ def run(args, playwright):
         page.click("#key-form button[type=submit]")
         page.wait_for_function("document.getElementById('key-state').textContent === 'key saved'")
 
-    ids = [image_id(path) for path in args.files]
+    ids = [image_id(path, args.api_key) for path in args.files]
     page.set_input_files("#file-input", args.files)
     page.wait_for_function(
         """(count) => document.querySelectorAll('#uploads .upload.accepted, #uploads .upload.failed')

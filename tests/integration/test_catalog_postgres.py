@@ -36,8 +36,13 @@ def catalog_url(database):
 
 
 def test_schema_comes_from_the_migrations(store):
+    from alembic.script import ScriptDirectory
+
+    from imagepipe.storage.catalog import MIGRATIONS
+
     with store.catalog.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == \
+            ScriptDirectory(str(MIGRATIONS)).get_current_head()
     # a second storage process starting on the same database changes nothing
     Catalog.from_url(str(store.catalog.engine.url.render_as_string(hide_password=False))).engine.dispose()
 

@@ -14,6 +14,10 @@ from tests.corpus import manifest, read
 from tests.helpers import make_jpeg, wait_for_status
 
 REFUSALS = {400, 413, 415, 422}
+# Stored originals keep the first picture of an MPO (later ones are bytes
+# after the primary image's end, dropped at upload): an MPO whose broken part
+# is only a later picture is stored as the sound JPEG it starts with.
+SOUND_ONCE_STRIPPED = {"sugarshack_no_data.mpo"}
 
 
 def expected_format(row):
@@ -46,6 +50,8 @@ def test_every_corpus_file_gets_its_expected_outcome(pipeline, web):
             ok = outcome.startswith(wanted)
         elif row["category"] == "fuzz" and row["pillow_outcome"] == "ok":
             ok = True  # Pillow decodes it correctly; rendering it is fine
+        elif row["file"] in SOUND_ONCE_STRIPPED:
+            ok = outcome == "done"
         else:
             ok = outcome == "failed" or outcome.startswith("refused")
         if not ok:

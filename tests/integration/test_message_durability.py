@@ -67,7 +67,7 @@ def test_rpc_requests_are_transient_and_expire(container_factory, pipeline_confi
             correlation_id=request.properties["correlation_id"], serializer="msgpack")
         response = status.wait()
     assert request.delivery_info["routing_key"] == "storage.get_image"
-    assert body["args"] == ["a" * 32]
+    assert body["args"] == ["a" * 32, None]  # the image id, and no tenant (no API keys)
     assert request.properties["delivery_mode"] == NON_PERSISTENT
     assert float(request.properties["expiration"]) == pipeline_config["RPC_TIMEOUT"] * 1000
     # storage's error reached the gateway as its own type: a JSON 404

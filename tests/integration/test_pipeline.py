@@ -221,8 +221,11 @@ def test_api_keys_when_configured(runner_factory, pipeline_config, web):
 
     response = upload(web, make_jpeg(64, 64), headers={"Authorization": "Bearer second-key"})
     assert response.status_code == 202
-    status = web.get(response.headers["Location"], headers={"Authorization": "Bearer first-key"})
+    status = web.get(response.headers["Location"], headers={"Authorization": "Bearer second-key"})
     assert status.status_code == 200
+    # each key is a tenant: another key's image does not exist for it (tests/integration/test_tenants.py)
+    other = web.get(response.headers["Location"], headers={"Authorization": "Bearer first-key"})
+    assert (other.status_code, other.json()["error"]) == (404, "not_found")
 
 
 def test_pipeline_on_postgresql(runner_factory, pipeline_config, web):

@@ -85,7 +85,7 @@ def test_upload_watch_and_inspect_in_a_real_browser(
         pipeline_config["API_KEYS"] = api_key
         web.headers["Authorization"] = "Bearer " + api_key
     files = [corpus_dir() / name for name in names]
-    ids = {name: image_id(path) for name, path in zip(names, files)}
+    ids = {name: image_id(path, api_key) for name, path in zip(names, files)}
 
     runner_factory(pipeline_config, GatewayService, StorageService).start()
     driver = PageDriver(base_url, files, screenshot_dir, ids["flower.jpg"], api_key)

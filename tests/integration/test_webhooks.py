@@ -19,11 +19,13 @@ SECRET = "test-webhook-secret"
 
 
 class Receiver:
-    """Records every POST; answers ``fail_first`` of them with 500."""
+    """Records every POST; answers ``fail_first`` of them with 500, each after ``delay`` s."""
 
-    def __init__(self, fail_first=0):
+    def __init__(self, fail_first=0, delay=0.0):
         self.fail_first = fail_first
+        self.delay = delay
         self.requests = []
+        self.in_flight = self.most_in_flight = 0
         self.lock = threading.Lock()
         receiver = self
 
@@ -34,6 +36,11 @@ class Receiver:
                     receiver.requests.append({"path": self.path, "headers": dict(self.headers),
                                               "body": body, "at": time.monotonic()})
                     failing = len(receiver.requests) <= receiver.fail_first
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                time.sleep(receiver.delay)
+                with receiver.lock:
+                    receiver.in_flight -= 1
                 self.send_response(500 if failing else 204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -70,6 +77,7 @@ def pipeline_config(pipeline_config):
     pipeline_config.update({
         "WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_RETRY_DELAYS": "0.3,0.6,0.9", "WEBHOOK_TIMEOUT": 2,
+        "WEBHOOK_ALLOWED_PORTS": "1024-65535",  # the receiver's ephemeral port
     })
     return pipeline_config
 
@@ -205,3 +213,93 @@ def test_a_waiting_retry_survives_the_webhooks_service(runner_factory, pipeline_
         assert requests[1]["at"] - requests[0]["at"] >= 2.5
         assert json.loads(requests[1]["body"])["status"] == "done"
         assert_signed(requests[1])
+
+
+def test_reuploads_never_repeat_a_delivery(pipeline, web, receiver):
+    data = make_jpeg(320, 240, color=(1, 2, 3))
+    upload = lambda url: web.post("/upload", files={"image": ("a.jpg", data)}, data={"callback_url": url})
+    image_id = upload(receiver.url("/first")).json()["id"]
+    receiver.wait_for(1)
+    assert wait_for_status(web, image_id)["status"] == "done"
+    for _ in range(5):  # the same URL again and again: nothing more
+        assert upload(receiver.url("/first")).status_code == 202
+    second = upload(receiver.url("/second"))  # a new URL gets the finished status once
+    assert second.status_code == 202 and second.json()["status"] == "done"
+    receiver.wait_for(2)
+    for _ in range(5):
+        assert upload(receiver.url("/second")).status_code == 202
+    time.sleep(2)  # room for duplicates (retries would come within 1.8 s), which must not come
+    assert [request["path"] for request in receiver.requests] == ["/first", "/second"]
+    assert len({request["headers"]["X-Imagepipe-Delivery"] for request in receiver.requests}) == 2
+
+
+def test_deliveries_to_one_host_are_capped_and_the_rest_wait(runner_factory, pipeline_config, web):
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+    from services.webhooks import WebhookService
+
+    pipeline_config["WEBHOOK_MAX_PER_HOST"] = 1
+    runner_factory(pipeline_config, GatewayService, ImagingService, StorageService,
+                   WebhookService).start()
+    with Receiver(delay=0.5) as slow:
+        ids = [web.post("/upload", files={"image": ("a.jpg", make_jpeg(64, 64, color=(shade * 60, 0, 0)))},
+                        data={"callback_url": slow.url("/slow")}).json()["id"] for shade in range(4)]
+        assert len(set(ids)) == 4  # four images (the same bytes would be one image)
+        delivered = slow.wait_for(4, timeout=40)
+        time.sleep(1)
+        assert len(slow.requests) == 4  # each once
+        assert slow.most_in_flight == 1
+    assert {json.loads(request["body"])["id"] for request in delivered} == set(ids)
+
+
+def test_deliveries_are_made_by_the_webhooks_service_not_the_gateway(runner_factory, pipeline_config,
+                                                                     web, receiver):
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+    from services.webhooks import WebhookService
+
+    without_webhooks = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
+    without_webhooks.start()
+    data = make_jpeg(100, 100, color=(4, 5, 6))
+    image_id = web.post("/upload", files={"image": ("a.jpg", data)}).json()["id"]
+    assert wait_for_status(web, image_id)["status"] == "done"
+    response = web.post("/upload", files={"image": ("a.jpg", data)}, data={"callback_url": receiver.url()})
+    assert response.status_code == 202
+    time.sleep(1)
+    assert receiver.requests == []  # the gateway only queued the request
+    runner_factory(pipeline_config, WebhookService, StorageService).start()
+    [request] = receiver.wait_for(1)
+    assert json.loads(request["body"])["id"] == image_id
+
+
+def test_callback_ports_and_private_names_are_refused_with_generic_answers(
+        runner_factory, pipeline_config, web):
+    from services.gateway import GatewayService
+    from services.imaging import ImagingService
+    from services.storage import StorageService
+
+    pipeline_config["WEBHOOK_ALLOW_PRIVATE"] = "false"
+    pipeline_config.pop("WEBHOOK_ALLOWED_PORTS")  # the default: 80 and 443
+    runner_factory(pipeline_config, GatewayService, ImagingService, StorageService).start()
+
+    def refusal(url):
+        response = web.post("/upload", files={"image": ("a.jpg", make_jpeg(64, 64))},
+                            data={"callback_url": url})
+        assert response.status_code == 400, response.text
+        return response.json()
+
+    for port in (22, 6379, 8080):
+        assert refusal("http://93.184.216.34:{}/hook".format(port)) == {
+            "error": "callback_url_forbidden",
+            "message": "callback_url port {} is not allowed; allowed: 80, 443".format(port)}
+    answers = {host: refusal("http://{}/".format(host))
+               for host in ("vm", "localhost", "no-such-host.invalid")}
+    for host, answer in answers.items():
+        assert answer == {"error": "callback_url_forbidden", "message": (
+            "callback_url host {!r} is not a public internet address; only public addresses "
+            "are allowed".format(host))}
+        assert "127.0.0.1" not in answer["message"] and "loopback" not in answer["message"]
+    assert refusal("http://[fec0::1]/")["error"] == "callback_url_forbidden"
+    assert web.get("/images").json()["images"] == []

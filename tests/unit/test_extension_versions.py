@@ -13,10 +13,10 @@ import nameko.containers
 import nameko.rpc
 from nameko.messaging import Consumer, QueueConsumer
 from nameko.rpc import ReplyListener, Responder, RpcConsumer
-from nameko.web.server import HttpOnlyProtocol, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 
 from services.extensions import PATCHED_FOR
-from services.extensions.http import BARE_EVENTLET_ERRORS
+from services.extensions.webserver import BARE_EVENTLET_ERRORS
 
 
 def test_installed_versions_are_the_ones_the_patches_target():
@@ -28,8 +28,10 @@ def test_installed_versions_are_the_ones_the_patches_target():
 
 def test_overridden_members_exist_on_the_bases():
     for cls, names in [
-        (HttpOnlyProtocol, ["setup", "_read_request_line", "send_error"]),
+        (HttpOnlyProtocol, ["setup", "_read_request_line", "send_error", "handle_one_request",
+                            "parse_request"]),
         (WsgiApp, ["__call__"]),
+        (WebServer, ["run", "process_request", "get_wsgi_server", "setup"]),
         (RpcConsumer, ["handle_result", "setup"]),
         (ReplyListener, ["setup"]),
         (QueueConsumer, ["ack_message", "requeue_message", "on_consume_ready", "unregister_provider"]),
@@ -60,3 +62,10 @@ def test_eventlet_still_writes_the_bare_errors_we_rewrite():
     for first_line in BARE_EVENTLET_ERRORS:
         assert first_line.decode().strip() in source, first_line
     assert "def _read_request_line(self)" in source
+    # the server's attributes JsonWebServer sets: eventlet still reads them
+    assert "self.server.keepalive" in source and "self.server.socket_timeout" in source
+
+
+def test_nameko_still_accepts_in_the_loop_we_replace():
+    source = inspect.getsource(WebServer.run)
+    assert "self._sock.accept()" in source and "spawn_managed_thread" in source

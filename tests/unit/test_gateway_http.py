@@ -30,14 +30,16 @@ HTTP_ENTRYPOINTS = ["upload", "list_images", "image_status", "image_bytes", "hea
 
 
 @pytest.fixture
-def gateway(container_factory):
+def gateway(container_factory, tmp_path):
     config = load_config()
+    config["STORAGE_ROOT"] = str(tmp_path)
     config.pop("LOGGING", None)
     config["WEB_SERVER_ADDRESS"] = "127.0.0.1:{}".format(free_port())
     config["AMQP_URI"] = "amqp://guest:guest@127.0.0.1:1/"  # nothing may need it
     container = container_factory(GatewayService, config)
-    storage, dispatch, callback_urls = replace_dependencies(
-        container, "storage", "dispatch", "callback_urls")
+    storage, dispatch, _callback_urls, blobs = replace_dependencies(
+        container, "storage", "dispatch", "callback_urls", "blobs")
+    blobs.direct_for.return_value = None  # bytes over RPC: nothing else is there to reach
     restrict_entrypoints(container, *HTTP_ENTRYPOINTS)
     for extension in list(container.subextensions):
         if not isinstance(extension, WebServer):
@@ -54,8 +56,9 @@ def test_an_upload_is_stored_announced_and_answered_202(gateway):
     assert response.status_code == 202, response.text
     assert response.json()["id"] == IMAGE_ID
     assert response.headers["Location"] == "/images/" + IMAGE_ID
-    data, info, callback_url = storage.put_original.call_args.args
-    assert (info["format"], info["width"], info["height"], callback_url) == ("JPEG", 64, 48, None)
+    data, info, callback_url, tenant = storage.put_original.call_args.args
+    assert (info["format"], info["width"], info["height"], callback_url, tenant) == (
+        "JPEG", 64, 48, None, None)
     dispatch.assert_called_once_with("image_uploaded", {"id": IMAGE_ID})
 
 

@@ -1,4 +1,5 @@
 """ImagingService with its dependencies swapped by nameko's worker_factory."""
+import hashlib
 from unittest.mock import call
 
 import pytest
@@ -31,7 +32,39 @@ def service():
         record(status), error=error)
     service.storage.complete.side_effect = lambda image_id, renditions, replace=False: record("done")
     service.render.return_value = [Rendition("thumb", b"webp", "webp", "image/webp", 10, 5)]
+    service.blobs.direct_for.return_value = None  # bytes over RPC; see the claim-check test
     return service
+
+
+class StagingBlobs:
+    """DirectBlobs' interface, over a dict: what imaging read and wrote under which grant."""
+
+    def __init__(self, blobs):
+        self.blobs = blobs
+
+    def read(self, grant):
+        return self.blobs[grant["key"]]
+
+    def write(self, grant, source):
+        data = source.read()
+        self.blobs[grant["key"]] = data
+        return len(data), hashlib.sha256(data).hexdigest()
+
+
+def test_claim_check_job_reads_and_writes_blobs_under_grants(service):
+    blobs = StagingBlobs({"originals/aa/" + IMAGE_ID: b"original"})
+    service.blobs.direct_for.return_value = blobs
+    service.storage.claim.return_value = {
+        "record": record(),
+        "original": {"access": "read", "key": "originals/aa/" + IMAGE_ID, "token": "r"},
+        "renditions": {"thumb": {"access": "write", "key": "staging/" + "1" * 32, "token": "w"}}}
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.storage.claim.assert_called_once_with(IMAGE_ID, False, ["thumb"])
+    service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
+    assert blobs.blobs["staging/" + "1" * 32] == b"webp"
+    service.storage.complete.assert_called_once_with(IMAGE_ID, [{
+        "preset": "thumb", "grant": "w", "bytes": 4, "sha256": hashlib.sha256(b"webp").hexdigest(),
+        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}}], False)
 
 
 def test_job_renders_stores_and_announces(service):

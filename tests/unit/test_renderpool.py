@@ -5,10 +5,11 @@ import threading
 
 import pytest
 
-from imagepipe.errors import InvalidImage, TooManyPixels, UnsupportedFormat
+from imagepipe.errors import ImageTooComplex, InvalidImage, TooManyPixels, UnsupportedFormat
 from imagepipe.rendering.presets import Preset
 from imagepipe.rendering.pool import RenderPool
-from tests.helpers import make_jpeg
+from imagepipe.rendering.structure import DecodeLimits
+from tests.helpers import make_jpeg, make_progressive_jpeg, repeat_last_scan
 
 PRESETS = [Preset("thumb", 256, 256), Preset("medium", 1024, 1024)]
 
@@ -103,14 +104,21 @@ def test_workers_run_at_the_configured_niceness():
         pool.close()
 
 
-def test_workers_started_ahead_are_the_ones_that_render():
-    pool = RenderPool(size=2, timeout=30)
+def test_a_render_gets_a_budget_by_its_pixels_not_the_whole_timeout():
+    # 49 MP whose one scan is repeated 2,500 times: ~80 s of decoding. With
+    # the scan cap lifted, the budget (49 MP x 0.05 s) stops it, not the 60 s.
+    hostile = repeat_last_scan(make_progressive_jpeg(7000, 7000), 2500)
+    pool = RenderPool(size=1, timeout=60, seconds_per_megapixel=0.05, seconds_min=1,
+                      decode_limits=DecodeLimits(jpeg_max_scans=10_000, jpeg_max_segments=10_000))
     try:
-        pool.start_workers(5)  # no more than the pool's size
-        started = worker_pids(pool)
-        assert len(started) == 2
-        pool.render(make_jpeg(300, 200), PRESETS)
-        pool.start_workers(1)  # already running: nothing new
-        assert worker_pids(pool) == started
+        with pytest.raises(InvalidImage, match=r"gave up after 2\.45 s"):
+            pool.render(hostile, PRESETS)
+        assert pool.render(make_jpeg(64, 64), PRESETS)[0].width == 64
     finally:
         pool.close()
+
+
+def test_the_worker_refuses_what_the_decode_limits_refuse(pool):
+    hostile = repeat_last_scan(make_progressive_jpeg(256, 256), 200)
+    with pytest.raises(ImageTooComplex, match="more than 100 scans"):
+        pool.render(hostile, PRESETS)

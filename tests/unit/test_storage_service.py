@@ -65,5 +65,5 @@ def test_complete_refuses_an_empty_rendition(service):
 
 def test_sweeper_redispatches_stalled_images(service):
     image_id = service.put_original(b"stuck", INFO)[0]["id"]
-    service.redispatch_stalled()
+    service.sweep()
     service.jobs.redispatch.assert_called_once_with({"id": image_id})

@@ -35,7 +35,7 @@ def test_id_derives_from_content_and_duplicates_are_stored_once(store, tmp_path)
     assert record["status"] == "pending"
     assert record["original"]["bytes"] == 16
     assert store.get_original(record["id"]) == b"some image bytes"
-    files = [name for _, _, names in os.walk(tmp_path / "blobs") for name in names]
+    files = [name for _, _, names in os.walk(tmp_path / "blobs" / "originals") for name in names]
     assert files == [record["id"]]
 
 
@@ -187,6 +187,7 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
 
     from imagepipe.storage.catalog import MIGRATIONS, make_engine
 
@@ -205,5 +206,46 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     record = catalog.get_image("e" * 32)
     assert (record["status"], record["original"]["width"], record["callback_url"]) == ("done", 3, None)
     with catalog.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == \
+            ScriptDirectory(str(MIGRATIONS)).get_current_head()
     catalog.engine.dispose()
+
+
+# -- the webhook delivery ledger (imagepipe.storage.deliveries) -----------------------
+
+HOOK = "https://hooks.example/x"
+
+
+def test_a_delivery_is_claimed_once_and_finished_once(store):
+    image_id = store.put_original(b"ledger bytes", INFO)[0]["id"]
+    assert store.claim_delivery(image_id, HOOK, "done", 0, 30) == "claimed"
+    assert store.claim_delivery(image_id, HOOK, "done", 0, 30) == "busy"  # attempt 1 is under way
+    store.finish_delivery(image_id, HOOK, "done", 1, "pending")  # it failed; a retry follows
+    assert store.claim_delivery(image_id, HOOK, "done", 0, 30) == "superseded"  # a late duplicate
+    assert store.claim_delivery(image_id, HOOK, "done", 1, 30) == "claimed"  # the retry
+    store.finish_delivery(image_id, HOOK, "done", 2, "delivered")
+    store.finish_delivery(image_id, HOOK, "done", 2, "gave_up")  # a stale finisher changes nothing
+    assert store.deliveries.state(image_id, HOOK, "done") == ("delivered", 2)
+    for attempt in (0, 1, 2):
+        assert store.claim_delivery(image_id, HOOK, "done", attempt, 30) == "finished"
+    # another outcome, or another URL, is another delivery
+    assert store.claim_delivery(image_id, HOOK, "failed", 0, 30) == "claimed"
+    assert store.claim_delivery(image_id, HOOK + "?other", "done", 0, 30) == "claimed"
+
+
+def test_concurrent_claims_of_one_delivery_have_one_winner(store):
+    import threading
+
+    image_id = store.put_original(b"raced ledger bytes", INFO)[0]["id"]
+    results, start = [], threading.Barrier(6)
+
+    def claim():
+        start.wait()
+        results.append(store.claim_delivery(image_id, HOOK, "done", 0, 30))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["busy"] * 5 + ["claimed"]

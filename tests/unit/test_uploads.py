@@ -15,14 +15,30 @@ def request_for(**kwargs):
 
 def test_multipart_field_image():
     request = request_for(data={"image": (io.BytesIO(b"PIXELS"), "a.jpg"), "callback_url": "x"})
-    data, fields = read_upload(request, 100)
-    assert data == b"PIXELS"
-    assert fields == {"callback_url": "x"}
+    upload = read_upload(request, 100)
+    assert (upload.read(), upload.size) == (b"PIXELS", 6)
+    assert upload.fields == {"callback_url": "x"}
 
 
 def test_raw_body_with_image_content_type():
     request = request_for(data=b"RAW", content_type="image/png")
-    assert read_upload(request, 100) == (b"RAW", {})
+    upload = read_upload(request, 100)
+    assert (upload.read(), upload.fields) == (b"RAW", {})
+
+
+def test_chunked_raw_body_is_read():
+    environ = EnvironBuilder(method="POST", data=b"CHUNKED", content_type="image/png",
+                             headers={"Transfer-Encoding": "chunked"}).get_environ()
+    del environ["CONTENT_LENGTH"]
+    assert read_upload(Request(environ), 100).read() == b"CHUNKED"
+
+
+def test_a_large_upload_spools_to_disk_not_memory():
+    upload = read_upload(request_for(data=b"x" * 5000, content_type="image/png"), 10_000, spool_bytes=1000)
+    assert upload.file._rolled and upload.read() == b"x" * 5000
+    multipart = read_upload(request_for(data={"image": (io.BytesIO(b"y" * 5000), "a.jpg")}),
+                            10_000, spool_bytes=1000)
+    assert multipart.file._rolled and multipart.read() == b"y" * 5000
 
 
 def test_declared_length_over_limit_is_rejected_before_reading():

@@ -10,11 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl
-from imagepipe.webhooks.delivery import Attempt, WebhookSender, deliver, pinned_request
+from imagepipe.configvalues import PortRanges
+from imagepipe.errors import CallbackUrlForbidden, InvalidCallbackUrl, UnresolvableCallbackHost
+from imagepipe.webhooks.delivery import Attempt, HostSlots, WebhookSender, deliver, pinned_request
 from imagepipe.webhooks.signing import delivery_id, signature, verify_signature
 from imagepipe.webhooks.urls import (
-    callback_url_from, check_callback_url, embedded_ipv4, forbidden_reason)
+    SPECIAL_PURPOSE, callback_url_from, check_callback_url, embedded_ipv4, forbidden_reason)
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
@@ -55,13 +56,15 @@ def test_non_public_literal_addresses_are_forbidden(host):
 @pytest.mark.parametrize("host", [PUBLIC_V4, "8.8.8.8", "[{}]".format(PUBLIC_V6),
                                   "[::ffff:8.8.8.8]", "[2002:808:808::1]", "[64:ff9b::808:808]"])
 def test_public_literal_addresses_are_allowed(host):
-    target = check_callback_url("https://{}:8443/hook?x=1".format(host), resolve=no_dns)
+    target = check_callback_url("https://{}:8443/hook?x=1".format(host), resolve=no_dns,
+                                allowed_ports=PortRanges([(8443, 8443)]))
     assert target.port == 8443 and target.scheme == "https"
     assert len(target.addresses) == 1
 
 
 def test_allow_private_lets_everything_through_but_still_parses():
-    target = check_callback_url("http://127.0.0.1:9000/x", allow_private=True, resolve=no_dns)
+    target = check_callback_url("http://127.0.0.1:9000/x", allow_private=True, resolve=no_dns,
+                                allowed_ports=None)
     assert target.addresses == ("127.0.0.1",) and target.port == 9000
     with pytest.raises(CallbackUrlForbidden):
         check_callback_url("file:///etc/passwd", allow_private=True, resolve=no_dns)
@@ -99,8 +102,9 @@ def test_a_name_is_judged_by_every_address_it_resolves_to():
     assert target.addresses == (PUBLIC_V4, PUBLIC_V6)
     assert resolve.calls == [("hooks.example.com", 80)]
     # one private address among public ones is enough to refuse (round-robin DNS)
-    with pytest.raises(CallbackUrlForbidden, match="10.0.0.5"):
+    with pytest.raises(CallbackUrlForbidden) as refused:
         check_callback_url("http://hooks.example.com/x", resolve=resolver(PUBLIC_V4, "10.0.0.5"))
+    assert "10.0.0.5" not in refused.value.message and PUBLIC_V4 not in refused.value.message
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "::1", "::ffff:192.168.0.1", "169.254.169.254",
@@ -110,13 +114,20 @@ def test_a_name_resolving_to_a_private_address_is_forbidden(address):
         check_callback_url("https://rebind.example.net/hook", resolve=resolver(address))
 
 
-def test_a_name_that_does_not_resolve_is_invalid():
+def test_a_name_that_does_not_resolve_answers_like_a_private_one():
     def nxdomain(host, port):
         raise OSError(-2, "Name or service not known")
 
-    with pytest.raises(InvalidCallbackUrl):
-        check_callback_url("http://nowhere.invalid/", resolve=nxdomain)
-    with pytest.raises(InvalidCallbackUrl):
+    with pytest.raises(UnresolvableCallbackHost) as missing:
+        check_callback_url("http://vm/", resolve=nxdomain)
+    with pytest.raises(CallbackUrlForbidden) as private:
+        check_callback_url("http://vm/", resolve=resolver("127.0.0.1"))
+    assert type(private.value) is CallbackUrlForbidden
+    # the client cannot tell an internal name from a missing one
+    assert (missing.value.code, missing.value.message) == (private.value.code, private.value.message)
+    assert private.value.message == (
+        "callback_url host 'vm' is not a public internet address; only public addresses are allowed")
+    with pytest.raises(UnresolvableCallbackHost):
         check_callback_url("http://empty.example/", resolve=resolver())
 
 
@@ -168,7 +179,7 @@ def test_signature_covers_timestamp_and_body():
 
 def test_pinned_request_keeps_the_host_name_in_the_host_header():
     target = check_callback_url("https://hooks.example.com:8443/a/b?c=d#frag",
-                                resolve=resolver(PUBLIC_V6))
+                                resolve=resolver(PUBLIC_V6), allowed_ports=None)
     url, host = pinned_request(target, target.addresses[0])
     assert url == "https://[{}]:8443/a/b?c=d".format(PUBLIC_V6)
     assert host == "hooks.example.com:8443"
@@ -211,7 +222,8 @@ STATUS = {"id": "ab" * 16, "status": "done", "updated_at": "2026-01-01T00:00:00.
 
 
 def test_sender_posts_signed_json(server):
-    sender = WebhookSender(timeout=2, secret="k", allow_private=True, clock=lambda: 1700000000)
+    sender = WebhookSender(timeout=2, secret="k", allow_private=True, clock=lambda: 1700000000,
+                           allowed_ports=None)
     result = sender.send(server + "/hook?x=1", STATUS)
     assert result == Attempt(True, "HTTP 200")
     [(path, headers, body)] = Recorder.seen
@@ -224,34 +236,35 @@ def test_sender_posts_signed_json(server):
 
 
 def test_sender_without_secret_sends_no_signature(server):
-    assert WebhookSender(timeout=2, allow_private=True).send(server, STATUS).ok
+    assert WebhookSender(timeout=2, allow_private=True, allowed_ports=None).send(server, STATUS).ok
     headers = Recorder.seen[0][1]
     assert "X-Imagepipe-Signature" not in headers and "X-Imagepipe-Timestamp" not in headers
 
 
 def test_sender_does_not_follow_redirects(server):
     Recorder.answers = [(302, {"Location": "http://169.254.169.254/latest/meta-data"})]
-    result = WebhookSender(timeout=2, allow_private=True).send(server, STATUS)
+    result = WebhookSender(timeout=2, allow_private=True, allowed_ports=None).send(server, STATUS)
     assert not result.ok and "302" in result.detail and not result.permanent
     assert len(Recorder.seen) == 1
 
 
 def test_sender_reports_errors_and_refusals_without_raising(server):
     Recorder.answers = [(503, {})]
-    assert WebhookSender(timeout=2, allow_private=True).send(server, STATUS) == Attempt(False, "HTTP 503")
+    assert WebhookSender(timeout=2, allow_private=True, allowed_ports=None).send(server, STATUS) == Attempt(False, "HTTP 503")
     # re-checked at delivery: private now forbidden, permanently
-    refused = WebhookSender(timeout=2, allow_private=False).send(server, STATUS)
+    refused = WebhookSender(timeout=2, allow_private=False, allowed_ports=None).send(server, STATUS)
     assert not refused.ok and refused.permanent
     assert len(Recorder.seen) == 1
     # nobody listening: a transient failure
-    closed = WebhookSender(timeout=2, allow_private=True).send("http://127.0.0.1:9/", STATUS)
+    closed = WebhookSender(timeout=2, allow_private=True, allowed_ports=None).send("http://127.0.0.1:9/", STATUS)
     assert not closed.ok and not closed.permanent and "ConnectionError" in closed.detail
 
 
 def test_sender_connects_to_the_vetted_address_not_a_second_lookup(server):
     port = int(server.rsplit(":", 1)[1])
     answers = iter([["127.0.0.1"], ["203.0.113.50"]])  # a rebinding DNS server
-    sender = WebhookSender(timeout=2, allow_private=True, resolve=lambda host, p: next(answers))
+    sender = WebhookSender(timeout=2, allow_private=True, resolve=lambda host, p: next(answers),
+                           allowed_ports=None)
     assert sender.send("http://hooks.test:{}/pinned".format(port), STATUS).ok
     path, headers, _ = Recorder.seen[0]
     assert path == "/pinned" and headers["Host"] == "hooks.test:{}".format(port)
@@ -330,3 +343,88 @@ def test_the_readme_verification_snippet_accepts_our_signatures():
     stale = str(int(time.time()) - 3600)
     assert not verify(b"s3cret", {"X-Imagepipe-Timestamp": stale,
                                   "X-Imagepipe-Signature": signature("s3cret", stale, body)}, body)
+
+
+# -- every special-purpose range, and ports -----------------------------------------
+
+@pytest.mark.parametrize("network", [str(network) for network in SPECIAL_PURPOSE])
+def test_every_special_purpose_block_is_refused_at_its_edges(network):
+    block = ipaddress.ip_network(network)
+    for address in (block.network_address, block.network_address + 1, block.broadcast_address):
+        host = "[{}]".format(address) if address.version == 6 else str(address)
+        with pytest.raises(CallbackUrlForbidden):
+            check_callback_url("http://{}/hook".format(host), resolve=no_dns)
+        assert forbidden_reason(address), address
+
+
+@pytest.mark.parametrize("address", [
+    "fec0::1", "feff:ffff::1",                       # site-local, deprecated (RFC 3879)
+    "100:0:0:1::1",                                  # dummy IPv6 prefix (RFC 9780)
+    "64:ff9b:1::8.8.8.8",                            # local-use IPv4/IPv6 translation (RFC 8215)
+    "2620:4f:8000::1",                               # AS112 direct delegation
+    "4000::1", "1000::1", "e000::1",                 # never allocated: outside 2000::/3
+    "192.31.196.1", "192.52.193.1", "192.175.48.1",  # AS112, AMT
+    "2001:1::1", "2001:20::1", "2001:4:112::1",      # PCP anycast, ORCHIDv2, AS112 in 2001::/23
+])
+def test_blocks_missed_before_are_refused(address):
+    assert forbidden_reason(ipaddress.ip_address(address)), address
+    with pytest.raises(CallbackUrlForbidden):
+        check_callback_url("https://hooks.example/x", resolve=resolver(address))
+
+
+def test_the_refusal_for_a_private_name_echoes_no_address():
+    for address in ("127.0.0.1", "10.1.2.3", "::1", "fec0::1", "169.254.169.254"):
+        with pytest.raises(CallbackUrlForbidden) as refused:
+            check_callback_url("http://vm/", resolve=resolver(address))
+        assert address not in refused.value.message
+        for word in ("loopback", "private", "link-local", "resolves"):
+            assert word not in refused.value.message
+
+
+@pytest.mark.parametrize("port", [22, 25, 6379, 5432, 8080, 11211, 15672])
+def test_only_ports_80_and_443_are_allowed_by_default(port):
+    with pytest.raises(CallbackUrlForbidden, match="^callback_url port {} is not allowed; allowed: 80, 443$".format(port)):
+        check_callback_url("http://{}:{}/".format(PUBLIC_V4, port), resolve=no_dns)
+
+
+def test_default_and_explicit_default_ports_pass():
+    for url in ("http://{}/", "http://{}:80/", "https://{}/", "https://{}:443/"):
+        assert check_callback_url(url.format(PUBLIC_V4), resolve=no_dns).addresses == (PUBLIC_V4,)
+    with pytest.raises(CallbackUrlForbidden):
+        check_callback_url("http://{}:443/".format(PUBLIC_V4), resolve=no_dns,
+                           allowed_ports=PortRanges([(80, 80)]))
+
+
+def test_allowed_ports_come_from_config():
+    from imagepipe.settings import Settings
+
+    assert Settings.from_config({}).webhook_allowed_ports == PortRanges([(80, 80), (443, 443)])
+    ports = Settings.from_config({"WEBHOOK_ALLOWED_PORTS": "443, 8000-8999"}).webhook_allowed_ports
+    assert 443 in ports and 8000 in ports and 8999 in ports and 80 not in ports and 9000 not in ports
+    assert str(ports) == "443, 8000-8999"
+    assert Settings.from_config({"WEBHOOK_ALLOWED_PORTS": "any"}).webhook_allowed_ports is None
+    assert Settings.from_config({"WEBHOOK_MAX_PER_HOST": "5"}).webhook_max_per_host == 5
+    for bad in ("http", "0", "70000", "90-80", "1-2-3"):
+        with pytest.raises(ValueError):
+            Settings.from_config({"WEBHOOK_ALLOWED_PORTS": bad})
+    with pytest.raises(ValueError):
+        Settings.from_config({"WEBHOOK_MAX_PER_HOST": "0"})
+
+
+def test_a_name_that_stops_resolving_is_retried_not_given_up():
+    def nxdomain(host, port):
+        raise OSError(-3, "Temporary failure in name resolution")
+
+    attempt = WebhookSender(timeout=2, resolve=nxdomain).send("https://hooks.example/x", STATUS)
+    assert not attempt.ok and not attempt.permanent
+
+
+def test_host_slots_count_per_host():
+    slots = HostSlots(2)
+    assert slots.acquire("a") and slots.acquire("a") and not slots.acquire("a")
+    assert slots.acquire("b")
+    slots.release("a")
+    assert slots.acquire("a") and not slots.acquire("a")
+    for host in ("a", "a", "b"):
+        slots.release(host)
+    assert slots.busy == {}

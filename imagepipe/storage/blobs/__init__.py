@@ -32,7 +32,17 @@ def variant_key(image_id, preset):
 
 
 class BlobStore(ABC):
-    """Bytes by key.  Every write replaces the whole blob atomically."""
+    """Bytes by key.  Every write replaces the whole blob atomically.
+
+    Besides the four basic operations, a store supports the claim-check path
+    (``imagepipe.storage.grants``): others write to staging keys, storage
+    checks what they wrote (``digest``) and moves it into place (``promote``),
+    and stale staging keys are swept (``stale_keys``).
+    """
+
+    # "files": others reach the blobs on a shared volume, under this root;
+    # "s3": through presigned URLs (``presign``)
+    kind = "files"
 
     @abstractmethod
     def put(self, key, data, content_type="application/octet-stream", sha256=None):
@@ -49,6 +59,29 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, key):
         """Remove ``key``; removing a missing key is not an error."""
+
+    @abstractmethod
+    def open(self, key):
+        """A binary stream of the blob (``errors.NotFound`` if there is none); close it."""
+
+    @abstractmethod
+    def digest(self, key):
+        """``(size, sha256 hex)`` of the stored bytes, read back; ``errors.NotFound`` if none."""
+
+    @abstractmethod
+    def promote(self, source, target, content_type, sha256):
+        """Move blob ``source`` to ``target`` durably (replacing it); ``source`` is gone after.
+
+        ``content_type`` and ``sha256`` describe the checked bytes, as ``put`` takes them.
+        """
+
+    @abstractmethod
+    def stale_keys(self, prefix, older_than):
+        """Keys under ``prefix`` last written more than ``older_than`` seconds ago."""
+
+    def presign(self, key, access, expires_in):
+        """A URL that lets anyone holding it ``read`` or ``write`` the key; None if not supported."""
+        return None
 
 
 @dataclass(frozen=True)

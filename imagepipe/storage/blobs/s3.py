@@ -19,9 +19,11 @@ Short connect/read timeouts and few retries make a dead object store fail a
 call with ``Unavailable`` in seconds instead of holding a storage worker.
 """
 import base64
+import hashlib
 import logging
 import re
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 
 import boto3
 from botocore.config import Config
@@ -40,6 +42,8 @@ SHA256_METADATA = "sha256"  # x-amz-meta-sha256, hex like the catalog's
 
 
 class S3BlobStore(BlobStore):
+    kind = "s3"
+
     def __init__(self, client, bucket, prefix=""):
         self.client = client
         self.bucket = bucket
@@ -89,6 +93,52 @@ class S3BlobStore(BlobStore):
     def delete(self, key):
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def open(self, key):
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"]
+
+    def digest(self, key):
+        sha256, size = hashlib.sha256(), 0
+        body = self.open(key)
+        try:
+            with self._errors(key):
+                for chunk in body.iter_chunks(1024 * 1024):
+                    sha256.update(chunk)
+                    size += len(chunk)
+        finally:
+            body.close()
+        return size, sha256.hexdigest()
+
+    def promote(self, source, target, content_type, sha256):
+        # a server-side copy: the bytes never come through this process; the
+        # copy gets the type, hash and checksum put() gives an object
+        with self._errors(source):
+            self.client.copy_object(
+                Bucket=self.bucket, Key=self.object_key(target),
+                CopySource={"Bucket": self.bucket, "Key": self.object_key(source)},
+                MetadataDirective="REPLACE", ContentType=content_type,
+                Metadata={SHA256_METADATA: sha256}, ChecksumAlgorithm="SHA256")
+        self.delete(source)
+
+    def stale_keys(self, prefix, older_than):
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than)
+        full_prefix = self.object_key(prefix.rstrip("/")) + "/"
+        keys = []
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full_prefix)
+            for page in pages:
+                keys.extend(prefix.rstrip("/") + "/" + item["Key"][len(full_prefix):]
+                            for item in page.get("Contents", ()) if item["LastModified"] < cutoff)
+        return keys
+
+    def presign(self, key, access, expires_in):
+        method = {"read": "get_object", "write": "put_object"}[access]
+        with self._errors(key):
+            return self.client.generate_presigned_url(
+                method, Params={"Bucket": self.bucket, "Key": self.object_key(key)},
+                ExpiresIn=int(expires_in))
 
     def check_bucket(self, create=False, region=""):
         """Fail at start-up, not on the first upload, if the bucket is unusable."""
