@@ -10,7 +10,7 @@
   ``image_processed`` event reaching the benchmark.  A warm
   upload right after each cold one shows the same path without the start.
 * **Throughput on a long burst**: ``--burst`` distinct images (the benchmark
-  corpus, each copy tagged so it is new content) uploaded at once by 8
+  corpus, each copy tagged in its pixels so it is new content) uploaded at once by 8
   clients, under the scaler from zero up to ``--max`` processes, and with a
   fixed pool of ``--max`` warm processes (same MAX_WORKERS); rounds
   alternate, medians reported.
@@ -122,8 +122,11 @@ def _one_cold_start(cluster, listener, cold_body, warm_body, index):
     if warm.status != 202 or listener.wait_for([warm.image_id], 120):
         raise RuntimeError("warm upload failed: {} {}".format(warm.status, warm.error))
     text = cluster.scaler_log()[already:]
-    times = [_log_time(pattern.search(text).group(1))
-             for pattern in (SCALE_UP_RE, STARTING_RE, CONNECTED_RE)]
+    found = [pattern.search(text) for pattern in (SCALE_UP_RE, STARTING_RE, CONNECTED_RE)]
+    if not all(found):
+        raise RuntimeError("cold start {}: log lines missing ({}):\n{}".format(
+            index + 1, [bool(match) for match in found], text[-3000:]))
+    times = [_log_time(match.group(1)) for match in found]
     job_done, job = next((_log_time(stamp), float(seconds))
                          for stamp, image_id, seconds in re.findall(JOB_RE, text, re.M)
                          if image_id == cold.image_id)
@@ -142,11 +145,16 @@ def _one_cold_start(cluster, listener, cold_body, warm_body, index):
     }
 
 
-def burst(corpus, count, workdir, layout, scaled):
-    """Throughput of ``count`` distinct uploads at once: from zero under the scaler, or a warm fixed pool."""
+def burst_bodies(corpus, count):
+    """``count`` distinct upload bodies: the corpus over and over, each copy tagged (new content)."""
     copies = math.ceil(count / len(corpus))
-    bodies = [body for copy in range(copies)
-              for body in multipart_bodies(corpus, "burst{}".format(copy))][:count]
+    return [body for copy in range(copies)
+            for body in multipart_bodies(corpus, "burst{}".format(copy))][:count]
+
+
+def burst(bodies, workdir, layout, scaled):
+    """Throughput of ``bodies`` uploaded at once: from zero under the scaler, or a warm fixed pool."""
+    count = len(bodies)
     vhost = ScratchVhost("bench-burst").create()
     try:
         cluster = (ScaledCluster(vhost, layout, workdir, idle_seconds=5) if scaled
@@ -202,10 +210,11 @@ def main(argv=None):
         results["cold_starts"] = cold_starts(corpus, args.cold_starts, run_dir / "cold",
                                              args.max, args.jobs_per_process)
         results["bursts"] = {"fixed": [], "scaled": []}
+        bodies = [] if args.skip_throughput else burst_bodies(corpus, args.burst)
         for round_ in range(0 if args.skip_throughput else args.rounds):
             for mode in ("fixed", "scaled") if round_ % 2 == 0 else ("scaled", "fixed"):
-                result = burst(corpus, args.burst, run_dir / "{}-{}".format(mode, round_ + 1),
-                               layout, scaled=mode == "scaled")
+                result = burst(bodies, run_dir / "{}-{}".format(mode, round_ + 1), layout,
+                               scaled=mode == "scaled")
                 results["bursts"][mode].append(result)
                 log("burst {} {}: {:.2f} img/s ({} done, {} errors)".format(
                     round_ + 1, mode, result["throughput"], result["done"], result["errors"]))
