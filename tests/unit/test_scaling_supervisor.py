@@ -10,6 +10,7 @@ import eventlet
 import pytest
 
 from harness import procstat
+from harness.config import REPO_ROOT
 
 from imagepipe.scaling.supervisor import Supervisor, nameko_command
 
@@ -134,7 +135,7 @@ def test_no_orphans_when_the_scaler_is_killed(tmp_path):
         pids = [processes.start().pid for _ in range(2)]
         open(sys.argv[2], "w").write(" ".join(map(str, pids)))
         time.sleep(600)
-    """), GRACEFUL, str(pid_file)], cwd=os.getcwd())
+    """), GRACEFUL, str(pid_file)], cwd=REPO_ROOT)
     try:
         wait_until(lambda: pid_file.exists() and pid_file.read_text(), what="children started")
         children = [int(pid) for pid in pid_file.read_text().split()]
