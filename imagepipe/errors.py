@@ -134,6 +134,12 @@ class UnresolvableCallbackHost(CallbackUrlForbidden):
     """
 
 
+class InvalidFocus(BadRequest):
+    """An upload's ``focus`` that is not two fractions ``x,y`` from 0 to 1."""
+
+    code = "invalid_focus"
+
+
 # Permanent errors: retrying the same bytes can never succeed.
 PERMANENT_IMAGE_ERRORS = (InvalidImage, TooManyPixels, UnsupportedFormat)
 

@@ -45,6 +45,10 @@ class Settings:
     # decoder work caps checked on the raw bytes before any decoder runs
     decode_limits: DecodeLimits = DecodeLimits()
     # imagepipe.web.keys.ApiKey entries; each key a tenant unless key_tenants is off
+    # animated presets: above any cap the renditions show the first frame
+    # (imagepipe.rendering.animation.Limits, as a dict for the render workers)
+    animation_limits: dict = field(default_factory=lambda: {
+        "max_frames": 300, "max_seconds": 60.0, "max_pixels": 25_000_000})
     api_keys: tuple = field(default=(), repr=False)
     key_tenants: bool = True
     # what one client may cost the gateway (imagepipe.web.limits)
@@ -102,6 +106,7 @@ class Settings:
             key_tenants=as_bool(config.get("KEY_TENANTS"), "KEY_TENANTS", cls.key_tenants),
             client_limits=ClientLimits.from_config(config),
             **_render_hardening(config),
+            animation_limits=_animation_limits(config),
             live_recheck_interval=positive(config.get("LIVE_RECHECK_INTERVAL"), "LIVE_RECHECK_INTERVAL",
                                            cls.live_recheck_interval),
             live_max_seconds=positive(config.get("LIVE_MAX_SECONDS"), "LIVE_MAX_SECONDS",
@@ -120,6 +125,18 @@ class Settings:
             metrics_address=parse_metrics_address(config.get("METRICS_ADDRESS")),
             **_webhook_settings(config),
         )
+
+
+def _animation_limits(config):
+    defaults = Settings().animation_limits
+    return {
+        "max_frames": positive_int(config.get("ANIMATION_MAX_FRAMES"), "ANIMATION_MAX_FRAMES",
+                                   defaults["max_frames"]),
+        "max_seconds": positive(config.get("ANIMATION_MAX_SECONDS"), "ANIMATION_MAX_SECONDS",
+                                defaults["max_seconds"]),
+        "max_pixels": positive_int(config.get("ANIMATION_MAX_PIXELS"), "ANIMATION_MAX_PIXELS",
+                                   defaults["max_pixels"]),
+    }
 
 
 QUEUE_TYPES = ("classic", "quorum")

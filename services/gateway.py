@@ -13,13 +13,15 @@ from nameko.events import BROADCAST
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
-from imagepipe.errors import BadRequest, NotFound
-from imagepipe.ids import check_image_id, check_preset_name
+from imagepipe.errors import BadRequest
+from imagepipe.ids import check_image_id
 from imagepipe.records import FINISHED, PENDING
+from imagepipe.rendering.focus import focus_from
 from imagepipe.rendering.probe import probe, probe_with_orientation
 from imagepipe.rendering.strip import stored_form
 from imagepipe.storage.direct import store_original
 from imagepipe.web import api
+from imagepipe.web.negotiation import negotiate
 from imagepipe.web.openapi import openapi_spec
 from imagepipe.web.page import PAGE, security_headers, web_assets
 from imagepipe.webhooks.urls import callback_url_from
@@ -50,13 +52,15 @@ class GatewayService:
 
     @http("POST", "/upload", rate="upload", upload=True)
     def upload(self, request):
-        callback_url = callback_url_from(request.args, request.upload.fields)
+        fields = request.upload.fields
+        callback_url = callback_url_from(request.args, fields)
+        focus = focus_from(request.args, fields)
         if callback_url:
             self.callback_urls.check(callback_url)  # SSRF rule: refused before anything is stored
         data, info = self._stored_form(request.upload.read())
         record, _created = store_original(
-            self.storage, self.blobs.direct_for(self.storage), data, asdict(info), callback_url,
-            request.tenant)
+            self.storage, self.blobs.direct_for(self.storage), data,
+            dict(asdict(info), focus=focus), callback_url, request.tenant)
         # Pending: new, reset after a failure, or an earlier dispatch failed.
         # A re-upload of an image being processed needs no second job: a crash
         # redelivers the first, and the storage sweeper heals a lost one.
@@ -81,31 +85,34 @@ class GatewayService:
 
     @http("GET", "/images/<image_id>/<name>")
     def image_bytes(self, request, image_id, name):
-        check_image_id(image_id)
-        if name != ORIGINAL:
-            check_preset_name(name)
-        blobs = self.blobs.direct_for(self.storage)
-        if blobs is not None:
-            granted = self.storage.grant_read(image_id, name, request.tenant)
-            meta = granted["meta"]
-        else:
-            meta = self._blob_meta(self.storage.get_image(image_id, request.tenant), image_id, name)
+        record = self.storage.get_image(check_image_id(image_id), request.tenant)
         headers = {"Cache-Control": self._cache_control(immutable=name == ORIGINAL),
                    "X-Content-Type-Options": "nosniff"}
-        if request.tenant is not None:
-            headers["Vary"] = "Authorization"
+        vary = ["Authorization"] if request.tenant is not None else []
+        preset, fmt = name, None
+        if name == ORIGINAL:
+            meta = record["original"]
+        else:
+            preset, fmt, meta, negotiated = negotiate(record, name, request.headers.get("Accept"))
+            if negotiated:
+                vary.append("Accept")
+                headers["Content-Location"] = api.rendition_url(image_id, preset, fmt)
+        if vary:
+            headers["Vary"] = ", ".join(vary)
+        blobs = self.blobs.direct_for(self.storage)
         if meta["sha256"] in request.if_none_match:
             # revalidation: answer before touching the bytes
             response = Response(status=304, headers=headers)
         elif blobs is not None:
             # streamed in chunks, after this worker returns, at the client's pace
+            granted = self.storage.grant_read(image_id, preset, request.tenant, fmt)
             body = wrap_file(request.environ, blobs.open(granted["grant"]), DOWNLOAD_CHUNK)
             response = Response(body, mimetype=meta["mime_type"], headers=headers,
                                 direct_passthrough=True)
             response.content_length = meta["bytes"]
         else:
             data = (self.storage.get_original(image_id, request.tenant) if name == ORIGINAL
-                    else self.storage.get_variant(image_id, name, request.tenant)[0])
+                    else self.storage.get_variant(image_id, preset, fmt, request.tenant)[0])
             response = Response(data, mimetype=meta["mime_type"], headers=headers)
         response.set_etag(meta["sha256"])
         return response.make_conditional(request)
@@ -163,15 +170,6 @@ class GatewayService:
         # what the catalog describes is what is stored (MPO keeps one picture)
         return stored, probe(stored, self.config.allowed_formats, self.config.max_pixels,
                              self.config.decode_limits)
-
-    @staticmethod
-    def _blob_meta(record, image_id, name):
-        if name == ORIGINAL:
-            return record["original"]
-        meta = record["variants"].get(name)
-        if meta is None:
-            raise NotFound("image {} has no rendition {!r}".format(image_id, name))
-        return meta
 
     def _cache_control(self, immutable):
         # with keys, images are one key's: no shared cache may keep them

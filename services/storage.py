@@ -50,21 +50,21 @@ class StorageService:
         return self.store.list_images(limit, cursor, tenant)
 
     @rpc
-    def grant_read(self, image_id, name, tenant=None):
-        return self.store.grant_read(image_id, name, tenant)
+    def grant_read(self, image_id, name, tenant=None, fmt=None):
+        return self.store.grant_read(image_id, name, tenant, fmt)
 
     @rpc
     def get_original(self, image_id, tenant=None):
         return self.store.get_original(image_id, tenant)
 
     @rpc
-    def get_variant(self, image_id, preset, tenant=None):
-        return self.store.get_variant(image_id, preset, tenant)
+    def get_variant(self, image_id, preset, fmt=None, tenant=None):
+        return self.store.get_variant(image_id, preset, fmt, tenant)
 
     # -- an imaging job's two round trips, and its way out when it gives up --------
     @rpc
-    def claim(self, image_id, retry_failed=False, presets=None):
-        return self.store.claim(image_id, retry_failed, presets)
+    def claim(self, image_id, retry_failed=False, grants=None):
+        return self.store.claim(image_id, retry_failed, grants)
 
     @rpc
     def complete(self, image_id, renditions, replace=False):

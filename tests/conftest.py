@@ -3,11 +3,56 @@
 ``rabbit_config``, ``runner_factory`` and ``container_factory`` come from
 nameko's pytest plugin; ``rabbit_config`` creates a fresh vhost per test
 through the RabbitMQ management API.
+
+Tests marked ``corpus`` read Pillow's real-world image corpus
+(tests/corpus.py): without it they are skipped -- failed under ``CI=true`` --
+and the summary at the end of the run says why and how to get it.
 """
+import os
+
 import pytest
 
 from harness.processes import free_port
+from tests import corpus
 from tests.helpers import WebSession, load_config
+
+CORPUS_TESTS = pytest.StashKey[int]()  # how many collected tests read the corpus
+
+
+def running_in_ci():
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_collection_finish(session):
+    # after -m/-k deselection: the tests that will really be run
+    session.config.stash[CORPUS_TESTS] = sum(
+        1 for item in session.items if item.get_closest_marker("corpus"))
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("corpus") is None:
+        return
+    reason = corpus.missing_reason()
+    if reason is None:
+        return
+    if running_in_ci():
+        pytest.fail("{} -- CI=true requires the corpus suites; {}".format(
+            reason, corpus.HOW_TO_GET_IT), pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    count = config.stash.get(CORPUS_TESTS, 0)
+    if not count:
+        return
+    reason = corpus.missing_reason()
+    terminalreporter.write_sep("-", "real-world image corpus")
+    if reason is None:
+        terminalreporter.write_line("{} corpus tests ran on {}".format(count, corpus.corpus_location()))
+        return
+    verdict = "FAILED (CI=true)" if running_in_ci() else "NOT RUN (skipped)"
+    terminalreporter.write_line("{} corpus tests {}: {}".format(count, verdict, reason), yellow=True)
+    terminalreporter.write_line("to run them: " + corpus.HOW_TO_GET_IT)
 
 
 @pytest.fixture

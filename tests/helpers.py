@@ -1,12 +1,17 @@
-"""Small helpers shared by the test suites (no fixtures here)."""
+"""Small helpers shared by the test suites (no fixtures here).
+
+The one place for uploading, decoding, comparing and waiting: test modules
+never import each other.  Synthetic test images are in tests/samples.py.
+"""
 import io
-import time
 
 import requests
-from PIL import Image
+from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat
 
 from harness.config import REPO_ROOT, load_config  # noqa: F401 (the tests' one place for both)
 from harness.hostile import make_progressive_jpeg, repeat_last_scan  # noqa: F401
+from harness.processes import free_port  # noqa: F401
+from harness.waiting import wait_until
 
 
 class WebSession(requests.Session):
@@ -41,19 +46,102 @@ def make_png(width=300, height=200, mode="RGBA"):
     return out.getvalue()
 
 
-def wait_for_status(web, image_id, statuses=("done", "failed"), timeout=30.0):
-    deadline = time.monotonic() + timeout
-    body = None
-    while time.monotonic() < deadline:
-        response = web.get("/images/{}".format(image_id))
-        assert response.status_code == 200, response.text
-        body = response.json()
-        if body["status"] in statuses:
-            return body
-        time.sleep(0.05)
-    raise AssertionError("image {} did not reach {} within {} s; last: {}".format(
-        image_id, statuses, timeout, body))
+def post_upload(web, data, filename="photo.jpg", **kwargs):
+    """POST /upload with ``data`` as the image part; the response, whatever it is."""
+    return web.post("/upload", files={"image": (filename, data)}, **kwargs)
 
+
+def upload(web, data, filename="photo.jpg", **kwargs):
+    """An accepted upload's image id (the upload must be answered 202)."""
+    response = post_upload(web, data, filename, **kwargs)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def decode(data):
+    """Image bytes decoded by Pillow (pixels loaded)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def decode_rendition(rendition):
+    return decode(rendition.data)
+
+
+def upright(data):
+    """The image as it is meant to be shown: EXIF orientation applied, RGB."""
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+
+
+def render_one(data, preset, **kwargs):
+    """``render`` with a single preset: its one rendition."""
+    from imagepipe.rendering.render import render
+
+    (rendition,) = render(data, [preset], **kwargs)
+    return rendition
+
+
+def forbid_decoding(monkeypatch):
+    """Make every pixel-decoding entry point of Pillow raise (header reads still work)."""
+    Image.init()  # every plugin's class loaded, so every one is trapped
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("probe decoded pixel data ({})".format(type(self).__name__))
+
+    classes = [ImageFile.ImageFile]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if "load" in vars(cls) or cls is ImageFile.ImageFile:
+            monkeypatch.setattr(cls, "load", no_decoding)
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+
+
+def mean_difference(a, b):
+    """Mean absolute difference per RGB channel (0-255); ``b`` is resized to ``a`` if needed."""
+    if a.size != b.size:
+        b = b.resize(a.size, Image.Resampling.LANCZOS)
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
+
+
+def wait_for_status(web, image_id, statuses=("done", "failed"), timeout=30.0, headers=None):
+    last = {}
+
+    def reached():
+        response = web.get("/images/{}".format(image_id), headers=headers)
+        assert response.status_code == 200, response.text
+        last["body"] = response.json()
+        return last["body"] if last["body"]["status"] in statuses else None
+
+    return wait_until(reached, timeout, lambda: "image {} reaching {} (last: {})".format(
+        image_id, statuses, last.get("body")))
+
+
+def rendition_writes(config, image_id):
+    """{preset: times written} of an image's renditions, from storage over RPC."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    with ClusterRpcProxy(config, timeout=10) as rpc:
+        variants = rpc.storage.get_image(image_id)["variants"]
+    return {name: variant["writes"] for name, variant in variants.items()}
+
+
+def wait_for_writes(config, image_id, expected, timeout=20.0):
+    """Wait until storage has written the image's renditions ``expected`` ({preset: count}) times."""
+    last = {}
+
+    def reached():
+        last["writes"] = rendition_writes(config, image_id)
+        return last["writes"] == expected
+
+    wait_until(reached, timeout, lambda: "rendition writes {} of {} (last: {})".format(
+        expected, image_id, last.get("writes")))
+
+
+# what probe() reports for an original, and a rendition's metadata, in store tests
+ORIGINAL_INFO = {"format": "JPEG", "mime_type": "image/jpeg", "width": 10, "height": 5, "frames": 1}
+RENDITION_META = {"format": "webp", "mime_type": "image/webp", "width": 4, "height": 2}
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

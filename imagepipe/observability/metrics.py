@@ -131,11 +131,20 @@ class MeteredBlobStore:
     def put(self, key, data, *args, **kwargs):
         started = time.perf_counter()
         self._blobs.put(key, data, *args, **kwargs)
-        seconds = time.perf_counter() - started
+        self._written(key, len(data), time.perf_counter() - started)
+
+    def promote(self, source, target, content_type, sha256, size=None):
+        """A blob written by another service under a grant, checked and moved into place."""
+        started = time.perf_counter()
+        self._blobs.promote(source, target, content_type, sha256, size)
+        self._written(target, size or 0, time.perf_counter() - started)
+
+    @staticmethod
+    def _written(key, size, seconds):
         kind = blob_kind(key)
         BLOB_WRITES.labels(kind).inc()
-        BLOB_WRITTEN_BYTES.labels(kind).inc(len(data))
-        log.info("stored %s (%d bytes) in %.3f s", key, len(data), seconds)
+        BLOB_WRITTEN_BYTES.labels(kind).inc(size)
+        log.info("stored %s (%d bytes) in %.3f s", key, size, seconds)
 
     def __getattr__(self, name):
         return getattr(self._blobs, name)

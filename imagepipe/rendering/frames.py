@@ -132,10 +132,19 @@ def record_from(item, record_class):
     for name, value in item.items():
         if not _fits(value, fields[name].type):
             raise ProtocolViolation("{}.{} has the wrong type".format(record_class.__name__, name))
-    return record_class(**item)
+    return record_class(**{name: tuple(value) if isinstance(value, list) else value
+                           for name, value in item.items()})
+
+
+def options_from(options):
+    """Render options as ``render`` takes them: msgpack's lists back to tuples (a focus point)."""
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in options.items()}
 
 
 def _fits(value, annotation):
+    if annotation is tuple:
+        return value is None or (isinstance(value, list) and all(
+            isinstance(item, _PRIMITIVES) for item in value))
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:

@@ -39,8 +39,9 @@ def process_image(job, storage, render, settings, blobs=None):
 
     if blobs is None:
         claimed = storage.claim(image_id, reprocess)
-    else:
-        claimed = storage.claim(image_id, reprocess, [preset.name for preset in settings.presets])
+    else:  # a write grant for every rendition the job may make
+        claimed = storage.claim(image_id, reprocess,
+                                sum(len(preset.formats) for preset in settings.presets))
     record = claimed["record"]
     if record["status"] in FINISHED and not reprocess:
         return _outcome(record, changed=False, started=started)
@@ -54,41 +55,67 @@ def process_image(job, storage, render, settings, blobs=None):
 
     wanted = [
         preset for preset in settings.presets
-        if reprocess or preset.name not in record["variants"]
+        if reprocess or _missing_formats(preset, record["variants"])
     ]
     render_seconds = {}
     stored = []
     if wanted:
         original = claimed["original"] if blobs is None else blobs.read(claimed["original"])
         try:
-            renditions = render(original, wanted)
+            renditions = render(original, wanted, **render_options(record))
         except PERMANENT_IMAGE_ERRORS as exc:
             record = storage.finish(image_id, FAILED, exc.message)
             return _outcome(record, changed=True, started=started)
+        ranks = {preset.name: preset.formats for preset in wanted}
+        grants = iter(claimed.get("renditions") or ())
         for rendition in renditions:
-            render_seconds[rendition.preset] = round(rendition.seconds, 4)
-            stored.append(_stored_rendition(rendition, blobs, claimed))
+            render_seconds[rendition.preset] = round(
+                render_seconds.get(rendition.preset, 0) + rendition.seconds, 4)
+            stored.append(_stored_rendition(rendition, ranks[rendition.preset], blobs,
+                                            next(grants, None)))
 
     record = storage.complete(image_id, stored, reprocess)
     return _outcome(record, changed=was_unfinished or reprocess, started=started,
                     rendered=[preset.name for preset in wanted], render_seconds=render_seconds)
 
 
-def _stored_rendition(rendition, blobs, claimed):
-    """What ``complete`` needs of one rendition: its bytes, or where they were written."""
+def _stored_rendition(rendition, formats, blobs, grant):
+    """What ``complete`` needs of one rendition: its meta, and its bytes or where they were written."""
     stored = {"preset": rendition.preset, "meta": {
         "format": rendition.format,
         "mime_type": rendition.mime_type,
         "width": rendition.width,
         "height": rendition.height,
+        **rendition_extras(rendition, formats),
     }}
     if blobs is None:
         stored["data"] = rendition.data
         return stored
-    grant = claimed["renditions"][rendition.preset]
     stored["bytes"], stored["sha256"] = blobs.write(grant, io.BytesIO(rendition.data))
     stored["grant"] = grant["token"]
     return stored
+
+
+def _missing_formats(preset, variants):
+    stored = variants.get(preset.name, {}).get("formats", {})
+    return [fmt for fmt in preset.formats if fmt not in stored]
+
+
+def render_options(record):
+    """What the render worker needs from the record besides the bytes: the upload's focal point."""
+    return {"focus": tuple(record["focus"])} if record.get("focus") else {}
+
+
+def rendition_extras(rendition, formats):
+    """Catalog fields of a rendition beyond its size and type."""
+    return {
+        # an animated JPEG preset's WebP takes the JPEG's place
+        "rank": formats.index(rendition.format) if rendition.format in formats else 0,
+        "placeholder": rendition.placeholder,
+        "color": rendition.color,
+        "focus": list(rendition.focus) if rendition.focus else None,
+        "frames": rendition.frames,
+    }
 
 
 def _outcome(record, changed, started, rendered=(), render_seconds=None):

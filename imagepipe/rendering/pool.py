@@ -98,9 +98,12 @@ class RenderPool:
     def budget(self):
         return RenderBudget(self.timeout, self.seconds_per_megapixel, self.seconds_min)
 
-    def render(self, data, presets):
+    def render(self, data, presets, **options):
+        """``render.render(data, presets, **options)`` in a worker; ``options``
+        (e.g. ``focus``) add to the pool's own ``render_kwargs``."""
         request = {"data": data, "presets": [asdict(preset) for preset in presets],
-                   "options": self.render_kwargs, "limits": asdict(self.decode_limits)}
+                   "options": dict(self.render_kwargs, **options),
+                   "limits": asdict(self.decode_limits)}
         worker = self._idle.get()
         try:
             if worker is None or not worker.alive:

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 
 from imagepipe.ids import RESERVED_NAMES, is_valid_preset_name
 
-# Accepted uploads (Pillow plugin names); ALLOWED_FORMATS narrows or widens it.
-DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
+# Accepted uploads (Pillow plugin names; HEIF is pillow-heif's, registered by
+# imagepipe.rendering.probe); ALLOWED_FORMATS narrows or widens it.
+DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF", "HEIF")
 OUTPUT_FORMATS = ("webp", "jpeg", "png", "avif")
+# Output formats that can carry an animation (PNG as APNG).
+ANIMATED_FORMATS = ("webp", "png", "avif")
 OUTPUT_MIME = {
     "webp": "image/webp",
     "jpeg": "image/jpeg",
@@ -24,24 +27,44 @@ DEFAULT_PRESETS = {
 }
 FITS = ("contain", "cover")
 _MAX_SIDE = 10_000
-_PRESET_KEYS = ("width", "height", "fit", "format", "quality")
+_PRESET_KEYS = ("width", "height", "fit", "format", "quality", "animated")
 
 
 @dataclass(frozen=True)
 class Preset:
+    """One rendition every image gets.
+
+    ``formats``: its encodings, best first (``format: [avif, webp, jpeg]``
+    in config.yaml; a single string is a list of one).  ``GET
+    /images/<id>/<preset>`` answers the first one the client accepts and
+    the last one when it accepts none (``imagepipe.web.negotiation``).
+    ``animated``: animated sources keep their animation (within the
+    ANIMATION_* caps) in the formats that can animate.
+    """
+
     name: str
     width: int
     height: int
     fit: str = "contain"
     format: str = "webp"
     quality: int = 80
+    # the formats after the first, in order of preference
+    more_formats: tuple = ()
+    animated: bool = False
 
     def __post_init__(self):
         _check_name(self.name)
         for field, upper in (("width", _MAX_SIDE), ("height", _MAX_SIDE), ("quality", 100)):
             _check_int(self.name, field, getattr(self, field), upper)
         _check_choice(self.name, "fit", self.fit, FITS)
-        _check_choice(self.name, "format", self.format, OUTPUT_FORMATS)
+        if not isinstance(self.more_formats, tuple):
+            raise ValueError(f"preset {self.name!r}: more_formats must be a tuple")
+        for fmt in self.formats:
+            _check_choice(self.name, "format", fmt, OUTPUT_FORMATS)
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"preset {self.name!r}: format lists a format twice")
+        if not isinstance(self.animated, bool):
+            raise ValueError(f"preset {self.name!r}: animated must be true or false")
 
     @classmethod
     def from_config(cls, name, mapping):
@@ -57,14 +80,30 @@ class Preset:
         if missing:
             raise ValueError(f"preset {name!r}: missing {' and '.join(missing)}")
         options = dict(mapping)
-        for key in ("fit", "format"):
-            if isinstance(options.get(key), str):
-                options[key] = options[key].strip().lower()
+        if isinstance(options.get("fit"), str):
+            options["fit"] = options["fit"].strip().lower()
+        if "format" in options:
+            first, *more = _format_list(name, options.pop("format"))
+            options.update(format=first, more_formats=tuple(more))
         return cls(name=name, **options)
+
+    @property
+    def formats(self):
+        """Every format of the preset, the preferred first."""
+        return (self.format, *self.more_formats)
 
     @property
     def mime_type(self):
         return OUTPUT_MIME[self.format]
+
+
+def _format_list(preset, value):
+    """``webp``, ``"avif, webp"`` or ``[avif, webp]`` -> ``["avif", "webp"]``."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"preset {preset!r}: format must be a name or a list of names, got {value!r}")
+    return [str(item).strip().lower() for item in value]
 
 
 def presets_from_config(presets_config):

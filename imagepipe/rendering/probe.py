@@ -51,8 +51,9 @@ DECODE_ERRORS = (
 BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _ICC_ERRORS = (ImageCms.PyCMSError, OSError, ValueError, TypeError)
 
-# Plugins that know their frame count without decoding pixels.
-_COUNTED_FRAMES = frozenset({"GIF", "PNG", "WEBP", "TIFF", "AVIF", "MPO"})
+# Plugins that know their frame count without decoding pixels (HEIF: the
+# container's top-level images, listed in its header boxes).
+_COUNTED_FRAMES = frozenset({"GIF", "PNG", "WEBP", "TIFF", "AVIF", "MPO", "HEIF"})
 
 # Same table as ImageOps.exif_transpose.
 TRANSPOSE = {
@@ -74,7 +75,8 @@ def apply_pillow_policy():
     """Pillow set up for untrusted input; once per process, before the first image.
 
     Every plugin is registered up front, so concurrent opens never race on
-    Pillow's lazy plugin imports; and Pillow's decompression-bomb *warning*
+    Pillow's lazy plugin imports (pillow-heif's HEIF/HEIC opener included,
+    see ``_register_heif``); and Pillow's decompression-bomb *warning*
     (between MAX_IMAGE_PIXELS and twice that) becomes an error, so such an
     image is refused with a 413 instead of decoded.  Both are process-wide,
     hence done here, when images are first opened, and not at import.
@@ -83,8 +85,23 @@ def apply_pillow_policy():
     with _policy_lock:
         if not _policy_applied:
             Image.init()
+            _register_heif()
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             _policy_applied = True
+
+
+def _register_heif():
+    """pillow-heif as the HEIF plugin: HEIC/HEIF photos from phones and cameras.
+
+    Depth maps and auxiliary images are never used here, so libheif is told
+    not to read them.  libheif applies the container's rotation and mirror
+    itself and pillow-heif resets the EXIF orientation to 1 accordingly, so
+    ``_orientation`` sees an upright image.  Frames are the container's
+    top-level images, the primary one first shown.
+    """
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener(depth_images=False, aux_images=False)
 
 
 @dataclass(frozen=True)

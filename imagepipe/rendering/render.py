@@ -6,9 +6,16 @@ state, so renders may run concurrently.
 
 Decisions worth knowing:
 
-* Renditions show the first frame, but ``render`` also decodes every later
-  frame once and rejects the file if one is corrupt or a bomb: the original
-  is stored and served as uploaded, so all of it must be sound.
+* Renditions show the first frame -- unless the preset is ``animated``
+  (``imagepipe.rendering.animation``) -- but ``render`` also decodes every
+  later frame once and rejects the file if one is corrupt or a bomb: the
+  original is stored and served as uploaded, so all of it must be sound.
+* A preset with several formats is resized once and encoded once per format.
+* ``fit: cover`` crops around a focal point (``imagepipe.rendering.focus``):
+  the upload's, or one found from the pixels when none was given.
+* Each rendition carries a placeholder (ThumbHash) and dominant colour of what it
+  shows (``imagepipe.rendering.placeholder``), computed once per distinct
+  region from the smallest rendition of it.
 * 16-bit samples are scaled by 255/65535 (full-scale white stays white);
   float images are taken to be normalised to 0.0-1.0.
 * An embedded ICC profile that lcms cannot use is ignored rather than
@@ -22,7 +29,10 @@ from typing import NamedTuple
 from PIL import Image, ImageCms
 
 from imagepipe.errors import InvalidImage, TooManyPixels
-from imagepipe.rendering.presets import DEFAULT_FORMATS
+from imagepipe.rendering import animation
+from imagepipe.rendering.focus import CENTRE, auto_focus, crop_region
+from imagepipe.rendering.placeholder import placeholder_for
+from imagepipe.rendering.presets import ANIMATED_FORMATS, DEFAULT_FORMATS, OUTPUT_MIME
 from imagepipe.rendering.probe import (
     BOMB_ERRORS, DECODE_ERRORS, TRANSPOSE, allowed_formats, bomb_message, inspect, open_image,
     reason)
@@ -45,6 +55,12 @@ class Rendition:
     # time spent on this preset alone (resize, colour, encode); the shared
     # decode is not in it.  Measured in the render worker, reported as metrics.
     seconds: float = 0.0
+    # base64 ThumbHash and "#rrggbb" dominant colour of what the rendition shows
+    placeholder: str = ""
+    color: str = ""
+    # the focal point (fractions of the upright original) a cover crop is centred on
+    focus: tuple = None
+    frames: int = 1  # more than 1: an animation (animated presets only)
 
 
 def probe(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
@@ -54,34 +70,78 @@ def probe(data, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
         return inspect(im, allowed, max_pixels)[0]
 
 
-def render(data, presets, formats=DEFAULT_FORMATS, max_pixels=50_000_000):
-    """Decode ``data`` once and return one Rendition per preset, in order."""
+def render(data, presets, formats=DEFAULT_FORMATS, max_pixels=50_000_000, focus=None,
+           animation_limits=None):
+    """Decode ``data`` once and return the Renditions of every preset, in order:
+    one per format of each preset.
+
+    ``focus``: the upload's focal point for cover crops (None: found from the
+    pixels).  ``animation_limits``: ``animation.Limits`` fields as a dict, for
+    ``animated`` presets (None: the defaults).
+    """
     presets = tuple(presets)
     if not presets:
         return []
     allowed = allowed_formats(formats)
     max_box = max(max(preset.width, preset.height) for preset in presets)
     info, image, to_srgb = _decode(data, allowed, max_pixels, max_box)
+    size = (info.width, info.height)
+    if any(preset.fit == "cover" for preset in presets) and focus is None:
+        focus = auto_focus(image)
+    plans = [_plan(size, preset, tuple(focus or CENTRE)) for preset in presets]
+    animations = {}
     if info.frames > 1:
-        _check_later_frames(data, allowed, max_pixels, info.frames)
+        animations = animation.animate(
+            data, allowed, max_pixels, info,
+            {index: plans[index] for index, preset in enumerate(presets) if preset.animated},
+            animation.Limits.from_dict(animation_limits))
     full = _Pixels(image, (0, 0, info.width, info.height), to_srgb is None)
-    plans = [_plan((info.width, info.height), preset) for preset in presets]
     results = [None] * len(presets)
+    smallest_of_region = {}  # region -> its smallest pixels (presets go largest first)
     previous = full
     for index in sorted(range(len(presets)), key=lambda i: -_area(plans[i][0])):
         started = time.perf_counter()
-        size, region = plans[index]
-        base = previous if _covers(previous, size, region) else full
-        pixels = _resize(base, size, region)
+        out_size, region = plans[index]
+        base = previous if _covers(previous, out_size, region) else full
+        pixels = _resize(base, out_size, region)
         if not base.srgb:
             # Colour-converting the few output pixels costs a fraction of
             # converting the decoded image (~90 ms for 3 MP).
             pixels = _to_srgb(pixels, to_srgb)
         previous = _Pixels(pixels, region, True)
-        rendition = _encode(pixels, presets[index])
-        results[index] = replace(rendition, seconds=time.perf_counter() - started)
-    return results
+        smallest_of_region[region] = pixels
+        preset = presets[index]
+        crop_focus = tuple(focus) if preset.fit == "cover" else None
+        renditions = _encode_formats(pixels, preset, animations.get(index), to_srgb)
+        results[index] = [replace(rendition, focus=crop_focus, seconds=0.0 if number else
+                                  time.perf_counter() - started)
+                          for number, rendition in enumerate(renditions)]
+    # Placeholders are shared by renditions of one region: for the default
+    # presets (both "contain") one is computed per image.
+    placeholders = {region: placeholder_for(pixels) for region, pixels in smallest_of_region.items()}
+    return [replace(rendition, **placeholders[plans[index][1]])
+            for index, renditions in enumerate(results) for rendition in renditions]
 
+
+def _encode_formats(pixels, preset, frames, to_srgb):
+    """The preset's renditions of ``pixels``: one per format, animated where it can be."""
+    if frames is None:
+        return [_encode(pixels, preset, fmt) for fmt in preset.formats]
+    if to_srgb is not None:
+        frames = frames._replace(images=[_to_srgb(frame, to_srgb) for frame in frames.images])
+    formats = preset.formats
+    if not any(fmt in ANIMATED_FORMATS for fmt in formats):
+        formats = ("webp",)  # e.g. a JPEG preset: animated WebP instead
+    renditions = []
+    for fmt in formats:
+        if fmt not in ANIMATED_FORMATS:  # a still fallback beside animated formats
+            renditions.append(_encode(pixels, preset, fmt))
+            continue
+        data = animation.encode(frames, fmt, _save_options(preset, fmt))
+        first = frames.images[0]
+        renditions.append(Rendition(preset.name, data, fmt, OUTPUT_MIME[fmt], first.width,
+                                    first.height, frames=len(frames.images)))
+    return renditions
 
 
 # -- decoding ---------------------------------------------------------------
@@ -102,24 +162,6 @@ def _decode(data, allowed, max_pixels, max_box):
             raise TooManyPixels(bomb_message(exc, max_pixels)) from exc
         except DECODE_ERRORS as exc:
             raise InvalidImage(f"image data is corrupt or truncated: {reason(exc)}") from exc
-
-
-def _check_later_frames(data, allowed, max_pixels, frames):
-    # A fresh image: seeking back to frame 0 after a decode is unreliable
-    # (APNG), and JPEG's draft scale would carry over to MPO's later pictures.
-    # The pixel limit already counted these frames, which bounds the cost.
-    with open_image(data, allowed, max_pixels) as im:
-        frame = 1
-        try:
-            for frame in range(1, frames):
-                im.seek(frame)
-                im.load()
-        except BOMB_ERRORS as exc:
-            raise TooManyPixels(bomb_message(exc, max_pixels)) from exc
-        except DECODE_ERRORS as exc:
-            raise InvalidImage(
-                f"frame {frame + 1} of {frames} is corrupt or truncated: {reason(exc)}"
-            ) from exc
 
 
 def _normalise(im, icc):
@@ -192,17 +234,14 @@ class _Pixels(NamedTuple):
     srgb: bool     # colour already converted
 
 
-def _plan(size, preset):
+def _plan(size, preset, focus=CENTRE):
     """Output size and the region of an image of ``size`` it shows; never upscales."""
     width, height = size
     if preset.fit == "contain":
         scale = min(1.0, preset.width / width, preset.height / height)
         return _dims(width * scale, height * scale), (0, 0, width, height)
     scale = min(1.0, width / preset.width, height / preset.height)
-    aspect = preset.width / preset.height
-    crop_w, crop_h = min(width, height * aspect), min(height, width / aspect)
-    left, top = (width - crop_w) / 2, (height - crop_h) / 2
-    region = (left, top, left + crop_w, top + crop_h)
+    region = crop_region(size, preset.width / preset.height, focus)
     return _dims(preset.width * scale, preset.height * scale), region
 
 
@@ -238,12 +277,11 @@ def _resize(source, size, region):
 
 # -- encoding -------------------------------------------------------------------
 
-def _encode(im, preset):
-    im = _output_mode(im, preset.format)
+def _encode(im, preset, fmt):
+    im = _output_mode(im, fmt)
     buffer = io.BytesIO()
-    im.save(buffer, preset.format.upper(), **_save_options(preset))
-    return Rendition(preset.name, buffer.getvalue(), preset.format, preset.mime_type,
-                     im.width, im.height)
+    im.save(buffer, fmt.upper(), **_save_options(preset, fmt))
+    return Rendition(preset.name, buffer.getvalue(), fmt, OUTPUT_MIME[fmt], im.width, im.height)
 
 
 def _output_mode(im, fmt):
@@ -257,12 +295,12 @@ def _output_mode(im, fmt):
     return im
 
 
-def _save_options(preset):
-    if preset.format == "webp":
+def _save_options(preset, fmt):
+    if fmt == "webp":
         return {"quality": preset.quality, "method": 4}
-    if preset.format == "jpeg":
+    if fmt == "jpeg":
         return {"quality": preset.quality, "optimize": False, "progressive": False}
-    if preset.format == "avif":
+    if fmt == "avif":
         # The default speed 6 takes about a second per 1.7 MP rendition.
         return {"quality": preset.quality, "speed": 8}
     return {"optimize": False}

@@ -46,8 +46,8 @@ def handle(job, reply):
     try:
         info = probe(job["data"], limits=DecodeLimits(**job["limits"]), **identify)
         reply({"pixels": info.width * info.height * info.frames})
-        presets = [Preset(**preset) for preset in job["presets"]]
-        renditions = render(job["data"], presets, **options)
+        presets = frames.records_from(job["presets"], Preset)
+        renditions = render(job["data"], presets, **frames.options_from(options))
         reply({"renditions": [frames.record_to(rendition) for rendition in renditions]})
     except Exception as exc:  # MemoryError included: every failure goes back as data
         reply(frames.error_frame(exc))

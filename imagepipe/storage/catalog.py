@@ -39,6 +39,9 @@ images = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # where to POST the status when the image is finished (imagepipe.webhooks)
     sa.Column("callback_url", sa.Text, nullable=True),
+    # the focal point given at upload (fractions), for cover crops; null: automatic
+    sa.Column("focus_x", sa.Float, nullable=True),
+    sa.Column("focus_y", sa.Float, nullable=True),
     # the API key's tenant that uploaded it (imagepipe.web.keys); None: no tenants
     sa.Column("tenant", sa.String(64), nullable=True),
     sa.Index("ix_images_tenant_created_at", "tenant", "created_at"),
@@ -55,7 +58,7 @@ variants = sa.Table(
     "variants", metadata,
     sa.Column("image_id", sa.String(32), sa.ForeignKey("images.id"), primary_key=True),
     sa.Column("preset", sa.String(32), primary_key=True),
-    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("format", sa.String(16), primary_key=True),
     sa.Column("mime_type", sa.String(64), nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
@@ -63,6 +66,15 @@ variants = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("writes", sa.Integer, nullable=False, default=1),
     sa.Column("created_at", sa.Float, nullable=False),
+    # the format's place in its preset's list (0: preferred; negotiation order)
+    sa.Column("rank", sa.Integer, nullable=False, default=0),
+    # false for renditions stored before formats were part of blob keys
+    sa.Column("format_in_key", sa.Boolean, nullable=False, default=True),
+    sa.Column("placeholder", sa.String(64), nullable=True),  # base64 ThumbHash
+    sa.Column("color", sa.String(7), nullable=True),         # dominant colour, #rrggbb
+    sa.Column("focus_x", sa.Float, nullable=True),           # the point a cover crop centres on
+    sa.Column("focus_y", sa.Float, nullable=True),
+    sa.Column("frames", sa.Integer, nullable=False, default=1),
 )
 
 
@@ -148,9 +160,11 @@ class Catalog:
 
         A re-upload of an image that failed starts it afresh; any other
         re-upload leaves the existing record untouched, except that a
-        ``callback_url`` it names replaces the previous one (the latest wins).
+        ``callback_url`` or ``focus`` it names replaces the previous one (the
+        latest wins; renditions already made keep their crop until reprocessed).
         """
         now = self.clock()
+        focus_x, focus_y = info.get("focus") or (None, None)
         with self.engine.begin() as conn:
             inserted = conn.execute(
                 _insert_ignore(conn, images).values(
@@ -159,11 +173,15 @@ class Catalog:
                     height=info["height"], frames=info.get("frames", 1),
                     bytes=size, status=PENDING, error=None, attempts=0,
                     created_at=now, updated_at=now, callback_url=callback_url, tenant=tenant,
+                    focus_x=focus_x, focus_y=focus_y,
                 ).returning(images.c.id)
             ).first() is not None
             if not inserted and callback_url:
                 conn.execute(images.update().where(images.c.id == image_id)
                              .values(callback_url=callback_url))
+            if not inserted and focus_x is not None:
+                conn.execute(images.update().where(images.c.id == image_id)
+                             .values(focus_x=focus_x, focus_y=focus_y))
             if not inserted:
                 conn.execute(
                     images.update()
@@ -183,7 +201,7 @@ class Catalog:
             variant_rows = conn.execute(
                 variants.select()
                 .where(variants.c.image_id == image_id)
-                .order_by(variants.c.preset)
+                .order_by(variants.c.preset, variants.c.rank, variants.c.format)
             ).mappings().all()
         return _image_record(row, variant_rows)
 
@@ -241,10 +259,10 @@ class Catalog:
         return self.get_image(image_id)
 
     def complete(self, image_id, new_variants, replace=False):
-        """Record renditions (``{preset: meta}``) and finish the image as done,
-        in one transaction; return the record."""
+        """Record renditions (``[(preset, meta), ...]``, one per preset and
+        format) and finish the image as done, in one transaction; return the record."""
         with self.engine.begin() as conn:
-            for preset, meta in new_variants.items():
+            for preset, meta in new_variants:
                 self._add_variant(conn, image_id, preset, meta, replace)
             self._finish(conn, image_id, DONE, None)
         return self.get_image(image_id)
@@ -294,20 +312,24 @@ class Catalog:
     # -- renditions -------------------------------------------------------
 
     def _add_variant(self, conn, image_id, preset, meta, replace):
+        focus_x, focus_y = meta.get("focus") or (None, None)
         values = dict(
-            format=meta["format"], mime_type=meta["mime_type"],
+            mime_type=meta["mime_type"],
             width=meta["width"], height=meta["height"], bytes=meta["bytes"],
-            sha256=meta["sha256"],
+            sha256=meta["sha256"], rank=meta.get("rank", 0), format_in_key=True,
+            placeholder=meta.get("placeholder") or None, color=meta.get("color") or None,
+            focus_x=focus_x, focus_y=focus_y, frames=meta.get("frames", 1),
         )
         inserted = conn.execute(
             _insert_ignore(conn, variants).values(
-                image_id=image_id, preset=preset, writes=1,
+                image_id=image_id, preset=preset, format=meta["format"], writes=1,
                 created_at=self.clock(), **values).returning(variants.c.preset)
         ).first() is not None
         if not inserted and replace:
             conn.execute(
                 variants.update()
-                .where(variants.c.image_id == image_id, variants.c.preset == preset)
+                .where(variants.c.image_id == image_id, variants.c.preset == preset,
+                       variants.c.format == meta["format"])
                 .values(writes=variants.c.writes + 1, created_at=self.clock(), **values)
             )
             return True
@@ -347,21 +369,44 @@ def _image_record(row, variant_rows):
             "bytes": row["bytes"],
             "sha256": row["sha256"],
         },
-        "variants": {
-            variant["preset"]: {
-                "format": variant["format"],
-                "mime_type": variant["mime_type"],
-                "width": variant["width"],
-                "height": variant["height"],
-                "bytes": variant["bytes"],
-                "sha256": variant["sha256"],
-                "writes": variant["writes"],
-                "created_at": isoformat(variant["created_at"]),
-            }
-            for variant in variant_rows
-        },
+        "variants": _variants_by_preset(variant_rows),
         "created_at": isoformat(row["created_at"]),
         "updated_at": isoformat(row["updated_at"]),
         "callback_url": row["callback_url"],
         "tenant": row["tenant"],
+        "focus": _point(row["focus_x"], row["focus_y"]),
     }
+
+
+def _variants_by_preset(variant_rows):
+    """``{preset: preferred format's meta + "formats": {format: meta}}``.
+
+    Rows come ordered by preset and rank, so each preset's first row is its
+    preferred format, which also describes the preset as a whole (the shape
+    from before presets had several formats).
+    """
+    by_preset = {}
+    for variant in variant_rows:
+        meta = {
+            "format": variant["format"],
+            "mime_type": variant["mime_type"],
+            "width": variant["width"],
+            "height": variant["height"],
+            "bytes": variant["bytes"],
+            "sha256": variant["sha256"],
+            "writes": variant["writes"],
+            "created_at": isoformat(variant["created_at"]),
+            "rank": variant["rank"],
+            "format_in_key": variant["format_in_key"],
+            "placeholder": variant["placeholder"],
+            "color": variant["color"],
+            "focus": _point(variant["focus_x"], variant["focus_y"]),
+            "frames": variant["frames"],
+        }
+        entry = by_preset.setdefault(variant["preset"], dict(meta, formats={}))
+        entry["formats"][variant["format"]] = meta
+    return by_preset
+
+
+def _point(x, y):
+    return None if x is None else [x, y]

@@ -33,7 +33,7 @@ STAGING_PREFIX = "staging/"
 GRANTABLE_KEY_RE = re.compile(
     r"staging/[0-9a-f]{32}"
     r"|originals/[0-9a-f]{2}/[0-9a-f]{32}"
-    r"|variants/[0-9a-f]{2}/[0-9a-f]{32}/[a-z0-9][a-z0-9_-]{0,31}")
+    r"|variants/[0-9a-f]{2}/[0-9a-f]{32}/[a-z0-9][a-z0-9_-]{0,31}(\.[a-z0-9]{1,8})?")
 DEFAULT_TTL = 15 * 60.0
 
 

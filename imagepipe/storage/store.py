@@ -1,7 +1,7 @@
 """The storage service's model: blobs plus the catalog that describes them.
 
 Every write is idempotent.  An original is keyed by its content hash (and
-its tenant, see ``ids.image_id_for``); a rendition by (image, preset).
+its tenant, see ``ids.image_id_for``); a rendition by (image, preset, format).
 Writing what is already there is a no-op, so a job delivered twice writes
 each rendition once.
 
@@ -19,7 +19,7 @@ from imagepipe.errors import (
     BadRequest, InsufficientStorage, InvalidGrant, NotFound, QuotaExceeded)
 from imagepipe.ids import check_image_id, check_preset_name, content_sha256, image_id_for
 from imagepipe.records import FINISHED
-from imagepipe.storage.blobs import open_blob_store, original_key, variant_key
+from imagepipe.storage.blobs import open_blob_store, original_key, stored_variant_key, variant_key
 from imagepipe.storage.catalog import Catalog
 from imagepipe.storage.grants import READ, STAGING_PREFIX, WRITE, GrantSigner, staging_key
 from imagepipe.storage.limits import StorageLimits
@@ -28,6 +28,8 @@ from imagepipe.storage.deliveries import DeliveryLedger
 log = logging.getLogger(__name__)
 
 GRANT_SECRET = "grants"
+# one job's renditions: every preset in every format (more than any sane config)
+MAX_RENDITION_GRANTS = 256
 
 
 class ImageStore:
@@ -90,7 +92,7 @@ class ImageStore:
             except InsufficientStorage:
                 self.blobs.delete(staged)
                 raise
-            self.blobs.promote(staged, key, info["mime_type"], sha256)
+            self.blobs.promote(staged, key, info["mime_type"], sha256, size)
         return self.catalog.add_image(image_id, sha256, info, size, callback_url, tenant)
 
     def check_room(self, size, tenant=None):
@@ -120,39 +122,46 @@ class ImageStore:
         records, next_cursor = self.catalog.list_images(max(1, min(int(limit), 100)), cursor, tenant)
         return {"images": records, "next": next_cursor}
 
-    def grant_read(self, image_id, name, tenant=None):
-        """``{"meta": the blob's catalog entry, "grant": a read grant}`` for ``original`` or a preset."""
+    def grant_read(self, image_id, name, tenant=None, fmt=None):
+        """``{"meta": the blob's catalog entry, "grant": a read grant}`` for ``original``
+        or a preset (in its format ``fmt``; None: its preferred one)."""
         record = self.get_image(image_id, tenant)
         if name == "original":
             return {"meta": record["original"], "grant": self._grant(READ, original_key(image_id))}
         variant = record["variants"].get(check_preset_name(name))
+        if variant is not None and fmt is not None:
+            variant = variant["formats"].get(fmt)
         if variant is None:
-            raise NotFound("image {} has no rendition {!r}".format(image_id, name))
-        return {"meta": variant, "grant": self._grant(READ, variant_key(image_id, name))}
+            raise NotFound("image {} has no rendition {!r}{}".format(
+                image_id, name, " in {}".format(str(fmt)[:20]) if fmt else ""))
+        return {"meta": variant,
+                "grant": self._grant(READ, stored_variant_key(image_id, name, variant))}
 
     # -- an imaging job ----------------------------------------------------------
 
     def finish(self, image_id, status, error=None):
         return self.catalog.finish(check_image_id(image_id), status, error)
 
-    def claim(self, image_id, retry_failed=False, presets=None):
+    def claim(self, image_id, retry_failed=False, grants=None):
         """Start a processing attempt; return the record and, when there is work, the original.
 
-        Without ``presets``: ``{"record", "original": bytes or None}``.  With
-        ``presets`` (the claim-check path): ``{"record", "original": a read
-        grant or None, "renditions": {preset: write grant}}``.  The original
-        is left out for an image that is finished and not being reprocessed.
+        Without ``grants``: ``{"record", "original": bytes or None}``.  With
+        ``grants`` (the claim-check path: how many renditions the job may
+        write): ``{"record", "original": a read grant or None, "renditions":
+        [write grant, ...]}``; ``complete`` says which rendition each holds.
+        The original is left out for an image that is finished and not being
+        reprocessed.
         """
         record = self.catalog.start_processing(check_image_id(image_id), retry_failed)
         has_work = record["status"] not in FINISHED or retry_failed
-        if presets is None:
+        if grants is None:
             return {"record": record,
                     "original": self.blobs.get(original_key(image_id)) if has_work else None}
         if not has_work:
-            return {"record": record, "original": None, "renditions": {}}
+            return {"record": record, "original": None, "renditions": []}
         return {"record": record, "original": self._grant(READ, original_key(image_id)),
-                "renditions": {check_preset_name(preset): self._grant(WRITE, staging_key())
-                               for preset in presets}}
+                "renditions": [self._grant(WRITE, staging_key())
+                               for _ in range(min(int(grants), MAX_RENDITION_GRANTS))]}
 
     def complete(self, image_id, renditions, replace=False):
         """Store every rendition, then mark the image done; return its record.
@@ -165,10 +174,11 @@ class ImageStore:
         unless ``replace``, so a redelivered job may call it again.
         """
         existing = self.get_image(check_image_id(image_id))["variants"]
-        written = {}
+        written = []
         for rendition in renditions:
             preset = check_preset_name(rendition["preset"])
-            keep = preset in existing and not replace
+            stored_formats = existing.get(preset, {}).get("formats", {})
+            keep = rendition["meta"]["format"] in stored_formats and not replace
             if "grant" in rendition:
                 written_meta = self._register_rendition(image_id, rendition, discard=keep)
             elif keep:
@@ -176,7 +186,7 @@ class ImageStore:
             else:
                 written_meta = self._put_rendition(image_id, rendition)
             if written_meta is not None:
-                written[preset] = written_meta
+                written.append((preset, written_meta))
         return self.catalog.complete(image_id, written, replace)
 
     def _put_rendition(self, image_id, rendition):
@@ -184,29 +194,33 @@ class ImageStore:
         if not isinstance(data, bytes) or not data:
             raise BadRequest("rendition {!r} is empty".format(preset))
         meta = dict(rendition["meta"], bytes=len(data), sha256=content_sha256(data))
-        self.blobs.put(variant_key(image_id, preset), data, meta["mime_type"], meta["sha256"])
+        key = variant_key(image_id, preset, meta["format"])
+        self.blobs.put(key, data, meta["mime_type"], meta["sha256"])
         return meta
 
     def _register_rendition(self, image_id, rendition, discard):
-        preset = rendition["preset"]
+        preset, meta = rendition["preset"], rendition["meta"]
         if not rendition.get("bytes"):
             raise BadRequest("rendition {!r} is empty".format(preset))
         staged = self._checked_staged_blob(rendition["grant"], rendition["bytes"], rendition["sha256"])
         if discard:
             self.blobs.delete(staged)
             return None
-        self.blobs.promote(staged, variant_key(image_id, preset), rendition["meta"]["mime_type"],
-                           rendition["sha256"])
-        return dict(rendition["meta"], bytes=rendition["bytes"], sha256=rendition["sha256"])
+        self.blobs.promote(staged, variant_key(image_id, preset, meta["format"]), meta["mime_type"],
+                           rendition["sha256"], rendition["bytes"])
+        return dict(meta, bytes=rendition["bytes"], sha256=rendition["sha256"])
 
-    def get_variant(self, image_id, preset, tenant=None):
-        """Return ``(bytes, variant record)``."""
+    def get_variant(self, image_id, preset, fmt=None, tenant=None):
+        """Return ``(bytes, variant record)`` of the preset's ``fmt`` (None: its preferred one)."""
         record = self.get_image(image_id, tenant)
         check_preset_name(preset)
         variant = record["variants"].get(preset)
+        if variant is not None and fmt is not None:
+            variant = variant["formats"].get(fmt)
         if variant is None:
-            raise NotFound("image {} has no rendition {!r}".format(image_id, preset))
-        return self.blobs.get(variant_key(image_id, preset)), variant
+            raise NotFound("image {} has no rendition {!r}{}".format(
+                image_id, preset, " in {}".format(str(fmt)[:20]) if fmt else ""))
+        return self.blobs.get(stored_variant_key(image_id, preset, variant)), variant
 
     # -- housekeeping ---------------------------------------------------------------
 

@@ -26,22 +26,52 @@ def image_status(record, base_url=""):
             "sha256": original["sha256"],
         },
         "variants": {
-            preset: {
-                "url": "{}/{}".format(links["self"], preset),
-                "format": variant["format"],
-                "mime_type": variant["mime_type"],
-                "width": variant["width"],
-                "height": variant["height"],
-                "bytes": variant["bytes"],
-            }
+            preset: rendition_status(image_id, preset, variant, base_url)
             for preset, variant in sorted(record["variants"].items())
         },
+        "focus": _point(record.get("focus")),
         "error": record["error"],
         "attempts": record["attempts"],
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
         "links": links,
     }
+
+
+def rendition_url(image_id, preset, fmt=None, base_url=""):
+    """The negotiated URL of a rendition, or with ``fmt`` that format's own URL."""
+    return "{}/images/{}/{}{}".format(base_url, image_id, preset, "." + fmt if fmt else "")
+
+
+def rendition_status(image_id, preset, variant, base_url=""):
+    """A rendition in the status: its preferred format's fields, every format, the placeholder."""
+    formats = variant.get("formats") or {variant["format"]: variant}
+    return {
+        "url": rendition_url(image_id, preset, base_url=base_url),
+        "format": variant["format"],
+        "mime_type": variant["mime_type"],
+        "width": variant["width"],
+        "height": variant["height"],
+        "bytes": variant["bytes"],
+        "formats": {
+            fmt: {
+                "url": rendition_url(image_id, preset, fmt, base_url),
+                "mime_type": meta["mime_type"],
+                "width": meta["width"],
+                "height": meta["height"],
+                "bytes": meta["bytes"],
+                "frames": meta.get("frames") or 1,
+            }
+            for fmt, meta in formats.items()
+        },
+        "placeholder": variant.get("placeholder"),
+        "color": variant.get("color"),
+        "focus": _point(variant.get("focus")),
+    }
+
+
+def _point(point):
+    return None if not point else {"x": point[0], "y": point[1]}
 
 
 def image_list(page, limit, base_url=""):

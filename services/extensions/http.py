@@ -14,13 +14,15 @@ become status codes.  Before a request gets a nameko worker:
 The server underneath is ``services.extensions.webserver``.
 """
 import logging
+import socket
 
 import eventlet
 from nameko.exceptions import BadRequest as NamekoBadRequest
 from nameko.web.handlers import HttpRequestHandler
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from imagepipe.errors import PipelineError, RateLimited, RequestTimeout, Unauthorized, Unavailable
+from imagepipe.errors import (
+    BadRequest, PipelineError, RateLimited, RequestTimeout, Unauthorized, Unavailable)
 from imagepipe.settings import Settings
 from imagepipe.web.keys import ApiKeys
 from imagepipe.web.limits import MinimumRate, RateLimitedReader, TooSlow
@@ -81,10 +83,17 @@ class HttpEntrypoint(HttpRequestHandler):
         deadline = eventlet.Timeout(rate.seconds_for(self.max_upload_bytes) + self.limits.socket_timeout)
         try:
             return read_upload(request, self.max_upload_bytes, self.limits.spool_memory_bytes)
-        except (TooSlow, eventlet.Timeout) as exc:
+        except (TooSlow, socket.timeout, eventlet.Timeout) as exc:
             if isinstance(exc, eventlet.Timeout) and exc is not deadline:
                 raise
-            raise RequestTimeout("the request body arrived too slowly: {}".format(exc)) from None
+            raise RequestTimeout("the request body arrived too slowly: {}".format(
+                exc or "nothing came for {:g} s".format(self.limits.socket_timeout))) from None
+        except (ClientDisconnected, ConnectionError) as exc:
+            # werkzeug reports a read that timed out as a disconnect
+            if isinstance(exc.__context__, socket.timeout):
+                raise RequestTimeout("the request body stopped coming: nothing for {:g} s".format(
+                    self.limits.socket_timeout)) from None
+            raise BadRequest("the request body ended early ({})".format(type(exc).__name__)) from None
         finally:
             deadline.cancel()
 

@@ -4,6 +4,7 @@ Each wraps a plain ``imagepipe`` object, so ``worker_factory`` can swap it in
 unit tests and the services themselves stay declarative.
 """
 import logging
+import os
 import threading
 
 import eventlet
@@ -14,7 +15,7 @@ from imagepipe.errors import NotFound, Unavailable, UnresolvableCallbackHost
 from imagepipe.observability import metrics
 from imagepipe.rendering.pool import RenderPool
 from imagepipe.settings import Settings
-from imagepipe.storage.direct import DirectBlobs
+from imagepipe.storage.direct import STORE_ID_FILE, DirectBlobs
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
     WAIT_SECONDS, Decision, HostSlots, WebhookSender, deliver, next_attempt, retry_message,
@@ -81,7 +82,8 @@ class Renderer(DependencyProvider):
         self.pool = RenderPool(
             size=settings.render_workers, timeout=settings.render_timeout,
             memory_limit_mb=settings.render_memory_mb, nice=settings.render_nice,
-            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels},
+            render_kwargs={"formats": settings.allowed_formats, "max_pixels": settings.max_pixels,
+                           "animation_limits": settings.animation_limits},
             seconds_per_megapixel=settings.render_seconds_per_megapixel,
             seconds_min=settings.render_seconds_min, decode_limits=settings.decode_limits,
             sandbox=settings.render_sandbox)
@@ -111,39 +113,63 @@ class Renderer(DependencyProvider):
 class BlobAccess(DependencyProvider):
     """The claim-check path for the gateway and imaging: direct blob access, or None.
 
-    Decided at start-up from this process's view of the store (a shared
-    ``STORAGE_ROOT`` with storage's marker, or S3 with presigned URLs) and
-    logged once; the first job or upload then confirms with storage that
-    both mean the same store (``storage.blob_access``), and falls back to
-    bytes over RPC for good if they do not.
+    Decided from this process's view of the store (a shared ``STORAGE_ROOT``
+    that storage has marked, or S3 with presigned URLs) and confirmed with
+    storage (``storage.blob_access``) that both mean the same store; logged
+    once.  A process that starts before storage has marked the shared folder
+    decides at its first upload or job instead of at start-up.  Where there
+    is no direct access the bytes travel over RPC.
     """
 
     def setup(self):
-        settings = Settings.from_config(self.container.config)
-        self.direct, why = DirectBlobs.for_process(
-            settings.blobs, settings.storage_root, settings.blob_access, settings.rpc_timeout)
-        log.info("%s: image bytes %s (%s)", self.container.service_name,
-                 "go directly to the blob store" if self.direct else "travel over RPC", why)
-        self._confirmed = self.direct is None
+        self.settings = Settings.from_config(self.container.config)
+        self.direct = None
+        self._decided = False
         self._lock = threading.Lock()
+        if self._can_look_now():
+            self.direct, why = self._look()
+            self._decided = self.direct is None  # a candidate still needs storage's word
+            self._announce(why)
+        else:
+            log.info("%s: %s is not storage's folder yet; how image bytes travel is decided "
+                     "at the first upload or job", self.container.service_name,
+                     self.settings.storage_root)
 
     def get_dependency(self, worker_ctx):
         return self
 
     def direct_for(self, storage):
         """The ``DirectBlobs`` to use, or None for bytes over RPC; ``storage`` is an RPC proxy."""
-        if not self._confirmed:
+        if not self._decided:
             with self._lock:
-                if not self._confirmed:
-                    self._confirm(storage.blob_access())
+                if not self._decided:
+                    self._decide(storage.blob_access())
         return self.direct
 
-    def _confirm(self, access):
-        if not self.direct.serves(access):
-            log.warning("%s: storage uses another store (%s) than the one seen here; image "
-                        "bytes travel over RPC from now on", self.container.service_name, access)
-            self.direct = None
-        self._confirmed = True
+    def _can_look_now(self):
+        settings = self.settings
+        return (settings.blob_access == "rpc" or settings.blobs.is_s3
+                or os.path.exists(os.path.join(settings.storage_root, STORE_ID_FILE)))
+
+    def _look(self):
+        settings = self.settings
+        return DirectBlobs.for_process(settings.blobs, settings.storage_root, settings.blob_access,
+                                       settings.rpc_timeout)
+
+    def _decide(self, access):
+        announce = self.direct is None
+        if announce:
+            self.direct, why = self._look()
+        if self.direct is not None and not self.direct.serves(access):
+            why = "storage uses another store ({}) than the one seen here".format(access)
+            self.direct, announce = None, True
+        if announce:
+            self._announce(why)
+        self._decided = True
+
+    def _announce(self, why):
+        log.info("%s: image bytes %s (%s)", self.container.service_name,
+                 "go directly to the blob store" if self.direct else "travel over RPC", why)
 
 
 class CallbackUrls(DependencyProvider):

@@ -36,6 +36,7 @@ import eventlet
 from greenlet import GreenletExit
 from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from imagepipe.web.api import error_body
@@ -63,6 +64,8 @@ def error_response(code, message, status, headers=None):
 def response_for_http_exception(exc):
     code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
     headers = [(key, value) for key, value in exc.get_headers() if key != "Content-Type"]
+    if isinstance(exc, RequestRedirect):  # e.g. //images//<id>: say where to go
+        headers.append(("Location", exc.new_url))
     return error_response(code, exc.description or exc.name, exc.code or 500, headers)
 
 

@@ -53,6 +53,7 @@ def read_cards(page, ids):
         if (!card) return {id, present: false};
         const img = card.querySelector(".thumb img");
         const error = card.querySelector(".card-error");
+        const canvas = card.querySelector(".thumb canvas.placeholder");
         return {
             id, present: true,
             status: card.dataset.status,
@@ -60,6 +61,17 @@ def read_cards(page, ids):
             error: error ? error.textContent : null,
             thumb: img && img.complete ? [img.naturalWidth, img.naturalHeight] : null,
             thumb_src: img ? img.getAttribute("src") : null,
+            thumb_current_src: img ? img.currentSrc : null,
+            sources: Array.from(card.querySelectorAll(".thumb picture source"))
+                .map((source) => [source.type, source.srcset]),
+            thumb_loaded_at: img && img.dataset.loadedAt ? Number(img.dataset.loadedAt) : null,
+            background: card.querySelector(".thumb").style.backgroundColor,
+            placeholder: canvas ? {
+                size: [canvas.width, canvas.height],
+                painted_at: Number(canvas.dataset.paintedAt),
+                rgba: Array.from(canvas.getContext("2d")
+                    .getImageData(0, 0, canvas.width, canvas.height).data),
+            } : null,
         };
     })""", ids)
 
@@ -123,6 +135,8 @@ def run(args, playwright):
             "document.getElementById('details-image').complete && "
             "document.getElementById('details-image').naturalWidth > 0", timeout=30000)
         details = {
+            "preview_src": page.evaluate("document.getElementById('details-image').currentSrc"),
+            "preview_srcset": page.evaluate("document.getElementById('details-image').srcset"),
             "title": page.text_content("#details-title"),
             "summary": page.text_content("#details-summary"),
             "rows": page.eval_on_selector_all(

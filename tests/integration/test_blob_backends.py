@@ -7,15 +7,14 @@ With S3, no blob may land under STORAGE_ROOT -- and with S3 + PostgreSQL,
 nothing at all: such a storage process keeps nothing local and can be
 replaced or run several times over.
 """
-import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from imagepipe.ids import content_sha256
-from tests.helpers import ScratchDatabase, make_jpeg, wait_for_status
+from tests.helpers import ScratchDatabase, decode, make_jpeg, wait_for_status
 
 PREFIX = "pipeline/blobs"
 
@@ -52,10 +51,13 @@ class Backend:
                       for path in self.storage_root.rglob("*") if path.is_file())
 
 
-@pytest.fixture(params=["files+sqlite", "s3+sqlite", "s3+postgresql"])
+@pytest.fixture(params=["files+sqlite+direct", "files+sqlite+rpc", "s3+sqlite+direct",
+                        "s3+sqlite+rpc", "s3+postgresql+direct"])
 def backend(request, tmp_path, monkeypatch, s3_bucket):
-    blobs, catalog = request.param.split("+")
-    backend = Backend(request.param, tmp_path / "storage")
+    """A store, a catalog, and how gateway and imaging reach the blobs: under
+    storage's grants (the claim-check path) or with the bytes in the RPC calls."""
+    blobs, catalog, access = request.param.split("+")
+    backend = Backend(request.param, tmp_path / "storage", {"BLOB_ACCESS": access})
     if blobs == "s3":
         server = request.getfixturevalue("s3_server")
         backend.s3_server, backend.bucket = server, s3_bucket
@@ -78,13 +80,15 @@ def pipeline_config(pipeline_config, backend):
     return pipeline_config
 
 
-def decode(data):
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+@pytest.fixture
+def provider_logs(caplog):
+    """INFO records of the providers, from before the services start."""
+    caplog.set_level(logging.INFO, logger="services.extensions.providers")
+    return caplog
 
 
-def test_upload_process_download_on_every_backend(backend, pipeline, web):
+def test_upload_process_download_on_every_backend(backend, provider_logs, pipeline, web):
+    caplog = provider_logs
     data = make_jpeg(1600, 1200)
     response = web.post("/upload", files={"image": ("photo.jpg", data)})
     assert response.status_code == 202, response.text
@@ -92,6 +96,11 @@ def test_upload_process_download_on_every_backend(backend, pipeline, web):
 
     status = wait_for_status(web, image_id)
     assert status["status"] == "done", status
+    # gateway and imaging each said once which way the bytes went
+    path = "go directly to the blob store" if backend.name.endswith("direct") else "travel over RPC"
+    said = [record.getMessage() for record in caplog.get_records("setup") + caplog.records
+            if record.getMessage().split(": ", 1)[-1].startswith("image bytes")]
+    assert len(said) == 2 and all(path in message for message in said), said
     expected_sizes = {"thumb": (256, 192), "medium": (1024, 768)}
     downloads = {}
     for preset, variant in status["variants"].items():
@@ -107,7 +116,7 @@ def test_upload_process_download_on_every_backend(backend, pipeline, web):
     shard = image_id[:2]
     assert backend.blob_keys() == sorted(
         ["originals/{}/{}".format(shard, image_id)]
-        + ["variants/{}/{}/{}".format(shard, image_id, preset) for preset in expected_sizes])
+        + ["variants/{}/{}/{}.webp".format(shard, image_id, preset) for preset in expected_sizes])
     if backend.uses_s3:
         assert_objects_carry_type_and_checksum(backend, image_id, data, downloads)
         # no blob under STORAGE_ROOT; at most the SQLite catalog
@@ -122,7 +131,7 @@ def assert_objects_carry_type_and_checksum(backend, image_id, original, renditio
     client = backend.s3_server.client()
     shard = image_id[:2]
     expected = {"originals/{}/{}".format(shard, image_id): ("image/jpeg", original)}
-    expected.update({"variants/{}/{}/{}".format(shard, image_id, preset): ("image/webp", data)
+    expected.update({"variants/{}/{}/{}.webp".format(shard, image_id, preset): ("image/webp", data)
                      for preset, data in renditions.items()})
     for key, (content_type, data) in expected.items():
         head = client.head_object(Bucket=backend.bucket, Key=PREFIX + "/" + key)

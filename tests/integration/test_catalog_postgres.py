@@ -1,7 +1,8 @@
-"""The storage model on PostgreSQL: every store test again, plus concurrency.
+"""The storage model on PostgreSQL: migrations and concurrency.
 
-The same Alembic migrations and SQL run on SQLite (tests/unit/test_store.py)
-and here; several storage processes sharing one PostgreSQL must not lose an
+Every store test runs on PostgreSQL too (tests/unit/test_store.py's
+``catalog_url`` fixture is parametrized); here, what only a shared server
+shows: several storage processes sharing one PostgreSQL must not lose an
 update when they race on the same image.
 """
 import threading
@@ -12,9 +13,11 @@ import sqlalchemy as sa
 from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.storage.catalog import Catalog
 from imagepipe.storage.store import ImageStore
+from tests.helpers import ORIGINAL_INFO as INFO
+from tests.helpers import RENDITION_META as META
 from tests.helpers import ScratchDatabase
-from tests.unit.test_store import *  # noqa: F401,F403 - the same tests, on PostgreSQL
-from tests.unit.test_store import INFO, META
+
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -24,15 +27,10 @@ def database():
 
 
 @pytest.fixture
-def store(tmp_path, database):  # overrides the SQLite store of the imported tests
+def store(tmp_path, database):
     catalog = Catalog.from_url(database.url)
     yield ImageStore(FileBlobStore(tmp_path / "blobs"), catalog)
     catalog.engine.dispose()
-
-
-@pytest.fixture
-def catalog_url(database):
-    return database.url
 
 
 def test_schema_comes_from_the_migrations(store):

@@ -1,17 +1,30 @@
 """Every file of Pillow's corpus through the real HTTP endpoint and services.
 
 Expectations from MANIFEST.tsv: `valid` files in an allowed format end `done`
-(other valid formats are refused with 415, a documented reason); `invalid`,
+(HEIF among them, through pillow-heif: tests/corpus.py; other valid formats
+are refused with 415, a documented reason); `invalid`,
 `bomb` and `fuzz` files are refused at upload or end `failed` -- except fuzz
 reproducers that Pillow itself now decodes fine (pillow_outcome `ok`).
-No file may produce a 5xx, hang, or take a service down.
+No file may produce a 5xx, hang, or take a service down -- nor take much
+memory: the services run in this process, the decoding in their render
+worker processes (children of this one), and both are measured.
+
+Marked ``corpus``: runs whenever the corpus is found.
 """
 import collections
+import os
 import resource
 
+import pytest
+
+from harness.procstat import PeakMemory, render_workers
 from imagepipe.rendering.presets import DEFAULT_FORMATS
-from tests.corpus import manifest, read
-from tests.helpers import make_jpeg, wait_for_status
+from tests.corpus import expected_format, manifest, read
+from tests.helpers import make_jpeg, post_upload, wait_for_status
+
+pytestmark = pytest.mark.corpus
+# the BLP fuzz file alone takes 655 MB where nothing guards the decoder
+MEMORY_LIMIT_MB = 600
 
 REFUSALS = {400, 413, 415, 422}
 # Stored originals keep the first picture of an MPO (later ones are bytes
@@ -20,12 +33,8 @@ REFUSALS = {400, 413, 415, 422}
 SOUND_ONCE_STRIPPED = {"sugarshack_no_data.mpo"}
 
 
-def expected_format(row):
-    return "JPEG" if row["format_expected"] == "MPO" else row["format_expected"]
-
-
 def outcome_of(web, row):
-    response = web.post("/upload", files={"image": (row["file"], read(row["file"]))})
+    response = post_upload(web, read(row["file"]), row["file"])
     assert response.headers["Content-Type"] == "application/json", row["file"]
     body = response.json()
     if response.status_code != 202:
@@ -42,8 +51,9 @@ def outcome_of(web, row):
 def test_every_corpus_file_gets_its_expected_outcome(pipeline, web):
     table = collections.defaultdict(collections.Counter)
     unexpected = []
-    for row in manifest():
-        outcome = outcome_of(web, row)
+    with PeakMemory(lambda: render_workers(os.getpid())) as workers:
+        outcomes = [(row, outcome_of(web, row)) for row in manifest()]
+    for row, outcome in outcomes:
         table[row["category"]][outcome.split(" ")[0] if outcome.startswith("refused") else outcome] += 1
         if row["category"] == "valid":
             wanted = "done" if expected_format(row) in DEFAULT_FORMATS else "refused 415"
@@ -59,6 +69,7 @@ def test_every_corpus_file_gets_its_expected_outcome(pipeline, web):
     print("\noutcomes by category:")
     for category, counts in sorted(table.items()):
         print("  {:8} {}".format(category, dict(counts)))
+    print("render workers' peak RSS (MB):", sorted(round(mb) for mb in workers.mb.values()))
     assert unexpected == []
     assert sum(table["valid"].values()) > 40 and table["valid"]["done"] > 40
 
@@ -67,5 +78,9 @@ def test_every_corpus_file_gets_its_expected_outcome(pipeline, web):
         assert container._died.ready() is False, container.service_name
     response = web.post("/upload", files={"image": ("after.jpg", make_jpeg(320, 200))})
     assert wait_for_status(web, response.json()["id"])["status"] == "done"
-    # everything ran in this process; the BLP fuzz file alone takes 655 MB unguarded
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 < 600
+    # the render workers decoded every file (the pool replaces one that a file
+    # made crash or run out of time or memory), each within the bound; and the
+    # services' own process too
+    assert workers.mb, "no render worker was seen"
+    assert max(workers.mb.values()) < MEMORY_LIMIT_MB, workers.mb
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 < MEMORY_LIMIT_MB

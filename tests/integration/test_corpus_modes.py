@@ -1,11 +1,17 @@
-"""Real images of every mode the presets must handle, end to end over HTTP."""
+"""Real images of every mode the presets must handle, end to end over HTTP.
+
+Files from Pillow's real-world corpus (marker ``corpus``); test_modes.py runs
+the same checks on images made with Pillow.
+"""
 import io
 
 import pytest
-from PIL import Image, ImageChops, ImageOps, ImageStat
+from PIL import Image, ImageOps, ImageStat
 
 from tests.corpus import read
-from tests.helpers import wait_for_status
+from tests.helpers import mean_difference, wait_for_status
+
+pytestmark = pytest.mark.corpus
 
 
 def upload_and_wait(web, name):
@@ -27,10 +33,6 @@ def download(web, status, preset):
 def upright_reference(name, size):
     reference = ImageOps.exif_transpose(Image.open(io.BytesIO(read(name)))).convert("RGB")
     return reference.resize(size, Image.Resampling.LANCZOS)
-
-
-def mean_difference(a, b):
-    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
 
 
 @pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])

@@ -14,7 +14,7 @@ from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.extensions.live import LiveStatus
 from services.storage import StorageService
-from tests.helpers import make_jpeg, wait_for_status
+from tests.helpers import make_jpeg, upload, wait_for_status, wait_until
 
 KEY = "sse-test-key"
 
@@ -61,12 +61,6 @@ def open_events(web, image_id, **kwargs):
     return EventReader(response)
 
 
-def upload(web, data, **kwargs):
-    response = web.post("/upload", files={"image": ("photo.jpg", data)}, **kwargs)
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
 @pytest.fixture
 def start_front(runner_factory, pipeline_config):
     """gateway + storage only: uploads stay pending until imaging starts."""
@@ -93,19 +87,10 @@ def live_watchers(runner):
     return get_extension(get_container(runner, GatewayService), LiveStatus).watchers
 
 
-def wait_until(predicate, timeout=10.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("{} not met within {} s".format(message, timeout))
-
-
 def test_stream_opens_with_the_current_status_then_sends_done_and_closes(
         start_front, web, runner_factory, pipeline_config):
-    # a recheck far beyond the test's wait: only the image_processed event
-    # can deliver "done" in time
+    # the first re-read comes after 120 s: "done" sooner can only be the
+    # image_processed event's doing
     front = start_front(LIVE_RECHECK_INTERVAL=120)
     image_id = upload(web, make_jpeg(1600, 1200))
     events = open_events(web, image_id)
@@ -118,7 +103,7 @@ def test_stream_opens_with_the_current_status_then_sends_done_and_closes(
     start_imaging(runner_factory, pipeline_config)
     started = time.monotonic()
     rest = events.remaining_events()
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 120
     assert [name for name, _ in rest] == ["status"] * len(rest)
     last = rest[-1][1]
     assert last["status"] == "done"
@@ -131,10 +116,9 @@ def test_stream_opens_with_the_current_status_then_sends_done_and_closes(
 def test_an_already_finished_image_gives_one_event_and_closes(pipeline, web):
     image_id = upload(web, make_jpeg(300, 200))
     done = wait_for_status(web, image_id)
-    started = time.monotonic()
-    events = open_events(web, image_id).remaining_events()
-    assert events == [("status", done)]
-    assert time.monotonic() - started < 5
+    reader = open_events(web, image_id)
+    assert reader.remaining_events() == [("status", done)]
+    assert reader.keepalives == 0  # closed at once, not kept open until a re-read
 
 
 def test_a_failed_image_ends_the_stream_with_its_error(pipeline, web):
@@ -156,8 +140,10 @@ def test_unknown_image_is_404_json_before_any_streaming(pipeline, web, image_id)
 
 
 def test_a_missed_event_only_delays_the_update(start_front, web, pipeline_config):
-    """No imaging runs and no event is sent: the periodic re-read finds the change."""
-    start_front(LIVE_RECHECK_INTERVAL=0.5)
+    """No imaging runs and no event is sent: the periodic re-read finds the change.
+
+    Without it the stream would end at its maximum lifetime, still pending."""
+    start_front(LIVE_RECHECK_INTERVAL=0.5, LIVE_MAX_SECONDS=60)
     image_id = upload(web, make_jpeg(200, 200, color=(5, 5, 5)))
     events = open_events(web, image_id)
     assert events.next_event()[1]["status"] == "pending"
@@ -165,9 +151,7 @@ def test_a_missed_event_only_delays_the_update(start_front, web, pipeline_config
     with ClusterRpcProxy(pipeline_config, timeout=10) as rpc:
         rpc.storage.claim(image_id)
         rpc.storage.finish(image_id, "failed", "marked failed by the test")
-    started = time.monotonic()
     rest = events.remaining_events()
-    assert time.monotonic() - started < 5
     assert rest[-1][1]["status"] == "failed"
     assert rest[-1][1]["error"] == "marked failed by the test"
 
@@ -178,7 +162,7 @@ def test_keepalives_flow_and_the_stream_ends_at_its_maximum_lifetime(start_front
     started = time.monotonic()
     events = open_events(web, image_id)
     assert [body["status"] for _, body in events.remaining_events()] == ["pending"]
-    assert 1.4 < time.monotonic() - started < 5
+    assert time.monotonic() - started > 1.4  # not before its lifetime (1.5 s)
     assert events.keepalives >= 3
     wait_until(lambda: len(live_watchers(front)) == 0, message="stream released")
 
@@ -207,15 +191,14 @@ def test_open_streams_hold_no_worker(start_front, web):
     readers = [open_events(web, image_id) for _ in range(6)]
     for reader in readers:
         assert reader.next_event()[1]["status"] == "pending"
-    started = time.monotonic()
-    assert web.get("/images/" + image_id, timeout=5).status_code == 200
-    assert time.monotonic() - started < 2
+    assert web.get("/images/" + image_id).status_code == 200
     assert get_container(front, GatewayService)._worker_threads == {}
     for reader in readers:
         reader.response.close()
 
 
-def test_shutdown_ends_open_streams_promptly(front, web):
+def test_shutdown_ends_open_streams_promptly(start_front, web, pipeline_config):
+    front = start_front(LIVE_MAX_SECONDS=120)
     image_id = upload(web, make_jpeg(200, 200, color=(9, 9, 9)))
     readers = [open_events(web, image_id) for _ in range(3)]
     for reader in readers:
@@ -223,7 +206,8 @@ def test_shutdown_ends_open_streams_promptly(front, web):
 
     started = time.monotonic()
     front.stop()
-    assert time.monotonic() - started < 5
+    # stopping did not wait for the streams to reach their maximum lifetime
+    assert time.monotonic() - started < pipeline_config["LIVE_MAX_SECONDS"]
     for reader in readers:
         # each stream ends cleanly (no exception mid-chunk) after its one event
         assert reader.remaining_events() == []

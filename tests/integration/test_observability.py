@@ -6,7 +6,6 @@ so counters are compared before and after each test's uploads.
 import io
 import json
 import logging
-import time
 
 import pytest
 import requests
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imagepipe.observability import logformat
 from services.extensions.observability import EXPORTER
-from tests.helpers import make_jpeg, make_png, wait_for_status
+from tests.helpers import make_jpeg, make_png, post_upload, wait_for_status, wait_until
 
 
 def samples(text):
@@ -41,10 +40,6 @@ def scrape(web):
     return samples(response.text)
 
 
-def upload(web, data, filename="photo.jpg"):
-    return web.post("/upload", files={"image": (filename, data)})
-
-
 @pytest.fixture
 def observed_pipeline(pipeline_config, request):
     """The pipeline with its process exporter on a free port."""
@@ -57,14 +52,14 @@ def test_metrics_count_uploads_jobs_renders_and_bytes(observed_pipeline, web):
     photos = [make_jpeg(1600, 1200, color=(10, 200, 30)), make_png(640, 480)]
     statuses = []
     for data in photos:
-        response = upload(web, data)
+        response = post_upload(web, data)
         assert response.status_code == 202, response.text
         statuses.append(wait_for_status(web, response.json()["id"]))
     assert [status["status"] for status in statuses] == ["done", "done"]
-    refused = upload(web, b"this is a text file, not an image", "notes.jpg")
+    refused = post_upload(web, b"this is a text file, not an image", "notes.jpg")
     assert refused.status_code == 415 and refused.json()["error"] == "unsupported_format"
     truncated = make_jpeg(1200, 900, color=(90, 90, 250))
-    broken = upload(web, truncated[: len(truncated) // 3])
+    broken = post_upload(web, truncated[: len(truncated) // 3])
     assert broken.status_code == 202, broken.text
     assert wait_for_status(web, broken.json()["id"])["status"] == "failed"
 
@@ -99,11 +94,12 @@ def test_metrics_count_uploads_jobs_renders_and_bytes(observed_pipeline, web):
     assert value(after, "imagepipe_stored_bytes", kind="original") == sum(map(len, originals))
     assert value(after, "imagepipe_stored_bytes", kind="variant") == variant_bytes
 
-    # latency: storage's side of each put_original, and the gateway's round trip
+    # latency: storage's side of each upload's registration (the claim-check
+    # path: the gateway wrote the bytes itself), and the gateway's round trip
     assert delta(before, after, "imagepipe_worker_seconds_count", service="storage",
-                 entrypoint="put_original", outcome="ok") == 3
+                 entrypoint="register_original", outcome="ok") == 3
     assert delta(before, after, "imagepipe_rpc_client_seconds_count",
-                 method="storage.put_original") == 3
+                 method="storage.register_original") == 3
     assert delta(before, after, "imagepipe_worker_seconds_count", service="gateway",
                  entrypoint="upload", outcome="error") == 1
 
@@ -113,7 +109,7 @@ def broken_bytes(data):
 
 
 def test_process_exporter_serves_the_same_registry(observed_pipeline, web):
-    response = upload(web, make_jpeg(800, 600, color=(1, 100, 1)))
+    response = post_upload(web, make_jpeg(800, 600, color=(1, 100, 1)))
     assert wait_for_status(web, response.json()["id"])["status"] == "done"
 
     # three services in one runner: one exporter, started once
@@ -167,17 +163,12 @@ def json_log(caplog):
 
 def wait_for_line(handler, predicate, timeout=10.0):
     # imaging logs its line just after it marks the image done
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [entry for entry in handler.json_lines() if predicate(entry)]
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("no matching log line in:\n" + handler.stream.getvalue())
+    return wait_until(lambda: [entry for entry in handler.json_lines() if predicate(entry)], timeout,
+                      lambda: "a matching log line in:\n" + handler.stream.getvalue())
 
 
 def test_one_correlation_id_follows_an_upload_through_every_service(pipeline, web, json_log):
-    response = upload(web, make_jpeg(1000, 700, color=(220, 220, 20)))
+    response = post_upload(web, make_jpeg(1000, 700, color=(220, 220, 20)))
     image_id = response.json()["id"]
     assert wait_for_status(web, image_id)["status"] == "done"
     imaging_lines = wait_for_line(json_log, lambda entry: entry["message"].startswith(
@@ -202,7 +193,7 @@ def test_one_correlation_id_follows_an_upload_through_every_service(pipeline, we
     message = imaging_lines[0]["message"]
     assert "thumb " in message and "medium " in message and " s," in message
     # grep by the one id finds nothing from other uploads
-    other = upload(web, make_jpeg(300, 200, color=(5, 5, 5))).json()["id"]
+    other = post_upload(web, make_jpeg(300, 200, color=(5, 5, 5))).json()["id"]
     wait_for_status(web, other)
     wait_for_line(json_log, lambda entry: entry["message"].startswith("image {} done".format(other)))
     followed = [entry for entry in json_log.json_lines()
@@ -213,20 +204,19 @@ def test_one_correlation_id_follows_an_upload_through_every_service(pipeline, we
 def test_dead_letters_and_redeliveries_are_counted(pipeline, pipeline_config, web):
     from nameko.standalone.events import event_dispatcher
 
-    image_id = upload(web, make_jpeg(500, 400, color=(50, 60, 70))).json()["id"]
+    image_id = post_upload(web, make_jpeg(500, 400, color=(50, 60, 70))).json()["id"]
     assert wait_for_status(web, image_id)["status"] == "done"
     before = scrape(web)
     dispatch = event_dispatcher(pipeline_config)
     dispatch("gateway", "image_uploaded", {"id": image_id})  # a duplicate: nothing to do
     dispatch("gateway", "image_uploaded", {"id": "0" * 32})  # unknown image: dead-lettered
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def both_jobs_through():
         after = scrape(web)
         handled = delta(before, after, "imagepipe_worker_seconds_count", service="imaging",
                         entrypoint="handle_image_uploaded", outcome="ok")
-        if handled >= 2:  # both jobs are through
-            break
-        time.sleep(0.05)
+        return after if handled >= 2 else None
+
+    after = wait_until(both_jobs_through, 10, "both jobs handled")
     assert delta(before, after, "imagepipe_job_dead_letters_total") == 1
     assert delta(before, after, "imagepipe_job_failures_total", kind="permanent") == 1
     assert delta(before, after, "imagepipe_job_retries_total") == 0

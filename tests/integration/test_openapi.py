@@ -69,7 +69,7 @@ def test_upload_status_list_and_downloads_conform(pipeline, web, openapi):
         wait_for_status(web, image_id)
         status = conforms(openapi, web.get("/images/" + image_id), 200).json()
         assert status["status"] == "done"
-        for rendition in ("original", "thumb", "medium"):
+        for rendition in ("original", "thumb", "medium", "thumb.webp"):
             download = conforms(openapi, web.get("/images/{}/{}".format(image_id, rendition)), 200)
             conforms(openapi, web.get("/images/{}/{}".format(image_id, rendition),
                                       headers={"If-None-Match": download.headers["ETag"]}), 304)
@@ -115,6 +115,7 @@ def test_pending_status_conforms(runner_factory, pipeline_config, web, openapi):
     ({"files": {"image": ("a.jpg", b"x")}, "data": {"callback_url": "no url"}}, 400, "invalid_callback_url"),
     ({"files": {"image": ("a.jpg", b"x")}, "data": {"callback_url": "http://127.0.0.1/"}},
      400, "callback_url_forbidden"),
+    ({"files": {"image": ("a.jpg", b"x")}, "data": {"focus": "1.5,0"}}, 400, "invalid_focus"),
     ({"data": b"\0" * (MAX_UPLOAD_BYTES + 1), "headers": {"Content-Type": "image/jpeg"}},
      413, "payload_too_large"),
     ({"data": b"plain text, not an image", "headers": {"Content-Type": "image/png"}},

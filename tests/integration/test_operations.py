@@ -1,32 +1,42 @@
 """Operating the pipeline: nameko shell, retries, dead letters, lost jobs."""
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.testing.services import entrypoint_waiter
+from nameko.testing.utils import get_container
+from prometheus_client import REGISTRY
 
+from harness.processes import NAMEKO
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
-from tests.helpers import REPO_ROOT, make_jpeg, wait_for_status
+from tests.helpers import REPO_ROOT, make_jpeg, upload, wait_for_status, wait_for_writes
 
 # every operation works the same on classic and quorum job queues (own vhost each)
 pytestmark = pytest.mark.parametrize("job_queue_type", ["classic", "quorum"])
-
-NAMEKO = str(Path(sys.executable).with_name("nameko"))
-
-
-def upload(web, data):
-    response = web.post("/upload", files={"image": ("photo.jpg", data)})
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
+JOB_HANDLER = "handle_image_uploaded"
 
 
 def storage_record(config, image_id):
     with ClusterRpcProxy(config, timeout=10) as rpc:
         return rpc.storage.get_image(image_id)
+
+
+def jobs_handled(count, image_ids=None):
+    """An entrypoint_waiter callback: done once ``count`` jobs (for these ids) are through."""
+    handled = []
+
+    def callback(worker_ctx, result, exc_info):
+        job = worker_ctx.args[0]
+        if image_ids is None or job.get("id") in image_ids:
+            handled.append(job)
+        return len(handled) >= count
+
+    callback.handled = handled
+    return callback
 
 
 def test_nameko_shell_calls_storage_and_redispatches(pipeline, web, pipeline_config):
@@ -45,31 +55,28 @@ def test_nameko_shell_calls_storage_and_redispatches(pipeline, web, pipeline_con
     assert "STATUS done" in shell.stdout, shell.stdout + shell.stderr
 
     # the re-dispatched job renders every preset again; the status stays done
-    for _ in range(200):
-        variants = storage_record(pipeline_config, image_id)["variants"]
-        if all(variant["writes"] == 2 for variant in variants.values()):
-            break
-        import time
-        time.sleep(0.05)
-    assert {name: variant["writes"] for name, variant in variants.items()} == {"thumb": 2, "medium": 2}
+    wait_for_writes(pipeline_config, image_id, {"thumb": 2, "medium": 2})
     assert web.get("/images/" + image_id).json()["status"] == "done"
 
 
 def test_duplicate_event_writes_nothing_twice(pipeline, web, pipeline_config):
     from nameko.standalone.events import event_dispatcher
 
-    image_id = upload(web, make_jpeg(500, 500, color=(5, 200, 5)))
+    imaging = get_container(pipeline, ImagingService)
+    with entrypoint_waiter(imaging, JOB_HANDLER, timeout=30):  # the upload's own job, all through
+        image_id = upload(web, make_jpeg(500, 500, color=(5, 200, 5)))
     done = wait_for_status(web, image_id)
     dispatch = event_dispatcher(pipeline_config)
-    for _ in range(3):
-        dispatch("gateway", "image_uploaded", {"id": image_id})
-    dispatch("gateway", "image_uploaded", {"id": "0" * 32})  # unknown: dead-lettered
+    unknown = "0" * 32
+    # wait until imaging has handled all four jobs, however late a duplicate comes
+    every_job = jobs_handled(4, {image_id, unknown})
+    with entrypoint_waiter(imaging, JOB_HANDLER, callback=every_job, timeout=30):
+        for _ in range(3):
+            dispatch("gateway", "image_uploaded", {"id": image_id})
+        dispatch("gateway", "image_uploaded", {"id": unknown})  # unknown: dead-lettered
+    assert sorted(job["id"] for job in every_job.handled) == sorted([image_id] * 3 + [unknown])
     with ClusterRpcProxy(pipeline_config, timeout=10) as rpc:
-        for _ in range(100):
-            if rpc.imaging.dead_letters():
-                break
-            import time
-            time.sleep(0.05)
+        assert [letter["job"]["id"] for letter in rpc.imaging.dead_letters()] == [unknown]
         record = rpc.storage.get_image(image_id)
     assert [variant["writes"] for variant in record["variants"].values()] == [1, 1]
     assert record["status"] == "done" and record["updated_at"] == done["updated_at"]
@@ -85,15 +92,23 @@ def test_transient_storage_outage_is_retried_not_dropped(runner_factory, pipelin
     image_id = upload(web, make_jpeg(300, 200))
     storage.stop()  # storage is gone; its queue stays
 
+    retries_before = REGISTRY.get_sample_value("imagepipe_job_retries_total") or 0.0
     imaging = runner_factory(pipeline_config, ImagingService)
-    imaging.start()  # first attempt times out, the job waits in a retry queue
-    import eventlet
-    eventlet.sleep(1.5)
-    storage = runner_factory(pipeline_config, StorageService)
-    storage.start()
+    with entrypoint_waiter(get_container(imaging, ImagingService), JOB_HANDLER, timeout=30) as first:
+        imaging.start()
+    # the first attempt's storage call timed out: the job went to a retry queue
+    assert first.worker_ctx.args[0] == {"id": image_id}  # attempt 1 (retries carry "attempt")
+    assert REGISTRY.get_sample_value("imagepipe_job_retries_total") - retries_before == 1
+
+    finished = jobs_handled(1)
+    with entrypoint_waiter(get_container(imaging, ImagingService), JOB_HANDLER,
+                           callback=finished, timeout=30):
+        storage = runner_factory(pipeline_config, StorageService)
+        storage.start()
     status = wait_for_status(web, image_id, timeout=20)
     assert status["status"] == "done", status
-    assert status["attempts"] >= 1
+    # what finished it was a retry of the job, not a second delivery of the first one
+    assert finished.handled[0]["attempt"] >= 1, finished.handled
 
 
 def test_dead_letters_can_be_listed_and_replayed(runner_factory, pipeline_config, web):

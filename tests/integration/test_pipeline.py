@@ -1,26 +1,13 @@
 """The whole flow over real HTTP, real RabbitMQ (own vhost) and real Pillow."""
-import io
-
 import pytest
-from PIL import Image
 
-from tests.helpers import make_jpeg, make_png, wait_for_status
-
-
-def upload(web, data, filename="photo.jpg", **kwargs):
-    return web.post("/upload", files={"image": (filename, data)}, **kwargs)
-
-
-def decode(data):
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+from tests.helpers import decode, make_jpeg, make_png, post_upload, wait_for_status
 
 
 @pytest.mark.parametrize("job_queue_type", ["classic", "quorum"])
 def test_upload_is_accepted_processed_and_downloadable(pipeline, web):
     data = make_jpeg(2000, 1500)
-    response = upload(web, data)
+    response = post_upload(web, data)
 
     assert response.status_code == 202, response.text
     body = response.json()
@@ -72,8 +59,8 @@ def test_same_bytes_are_stored_once(pipeline, web, pipeline_config):
     from pathlib import Path
 
     data = make_jpeg(300, 300, color=(1, 2, 3))
-    first = upload(web, data).json()
-    second = upload(web, data, filename="copy.jpg").json()
+    first = post_upload(web, data).json()
+    second = post_upload(web, data, filename="copy.jpg").json()
     assert first["id"] == second["id"]
     wait_for_status(web, first["id"])
     originals = list((Path(pipeline_config["STORAGE_ROOT"]) / "originals").rglob("*"))
@@ -82,9 +69,9 @@ def test_same_bytes_are_stored_once(pipeline, web, pipeline_config):
 
 def test_upload_answers_202_for_an_already_done_image_without_reprocessing(pipeline, web):
     data = make_jpeg(400, 300, color=(9, 9, 9))
-    image_id = upload(web, data).json()["id"]
+    image_id = post_upload(web, data).json()["id"]
     done = wait_for_status(web, image_id)
-    again = upload(web, data)
+    again = post_upload(web, data)
     assert again.status_code == 202
     assert again.json()["status"] == "done"
     assert web.get("/images/" + image_id).json()["updated_at"] == done["updated_at"]
@@ -107,7 +94,7 @@ def test_not_found_is_json(pipeline, web, path, status, code):
 
 
 def test_unknown_preset_of_a_real_image_is_404(pipeline, web):
-    image_id = upload(web, make_jpeg(100, 100)).json()["id"]
+    image_id = post_upload(web, make_jpeg(100, 100)).json()["id"]
     wait_for_status(web, image_id)
     for name in ("huge", "..", "THUMB"):  # "events" is the live status stream
         response = web.get("/images/{}/{}".format(image_id, name))
@@ -143,7 +130,7 @@ def test_oversized_upload_is_413(pipeline, web, pipeline_config):
     response = web.post("/upload", data=too_big, headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
-    response = upload(web, too_big)
+    response = post_upload(web, too_big)
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
 
@@ -151,14 +138,14 @@ def test_oversized_upload_is_413(pipeline, web, pipeline_config):
 def test_corrupt_image_ends_failed_with_a_reason(pipeline, web):
     data = make_jpeg(800, 600)
     truncated = data[: len(data) // 3]
-    response = upload(web, truncated)
+    response = post_upload(web, truncated)
     assert response.status_code == 202, response.text
     status = wait_for_status(web, response.json()["id"])
     assert status["status"] == "failed"
     assert "corrupt" in status["error"] or "truncated" in status["error"]
     assert status["variants"] == {}
     # the imaging worker survives and takes the next job
-    ok = upload(web, make_jpeg(64, 64)).json()
+    ok = post_upload(web, make_jpeg(64, 64)).json()
     assert wait_for_status(web, ok["id"])["status"] == "done"
 
 
@@ -176,7 +163,7 @@ def test_upload_before_any_imaging_process_is_not_lost(runner_factory, pipeline_
 
     front = runner_factory(pipeline_config, GatewayService, StorageService)
     front.start()
-    image_id = upload(web, make_jpeg(500, 400)).json()["id"]
+    image_id = post_upload(web, make_jpeg(500, 400)).json()["id"]
     assert web.get("/images/" + image_id).json()["status"] == "pending"
 
     workers = runner_factory(pipeline_config, ImagingService)
@@ -195,7 +182,7 @@ def test_storage_down_means_503_with_retry_after(runner_factory, pipeline_config
     pipeline_config["RPC_TIMEOUT"] = 1
     gateway = runner_factory(pipeline_config, GatewayService)
     gateway.start()
-    response = upload(web, make_jpeg(50, 50))
+    response = post_upload(web, make_jpeg(50, 50))
     assert response.status_code == 503
     assert response.json()["error"] == "service_unavailable"
     assert response.headers["Retry-After"]
@@ -212,14 +199,14 @@ def test_api_keys_when_configured(runner_factory, pipeline_config, web):
     runner.start()
 
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic first-key"}):
-        response = upload(web, make_jpeg(64, 64), headers=headers)
+        response = post_upload(web, make_jpeg(64, 64), headers=headers)
         assert response.status_code == 401
         assert response.json()["error"] == "unauthorized"
         assert response.headers["WWW-Authenticate"] == "Bearer"
     assert web.get("/images/" + "0" * 32).status_code == 401
     assert web.get("/health").status_code == 200  # for load balancers and probes
 
-    response = upload(web, make_jpeg(64, 64), headers={"Authorization": "Bearer second-key"})
+    response = post_upload(web, make_jpeg(64, 64), headers={"Authorization": "Bearer second-key"})
     assert response.status_code == 202
     status = web.get(response.headers["Location"], headers={"Authorization": "Bearer second-key"})
     assert status.status_code == 200
@@ -239,7 +226,7 @@ def test_pipeline_on_postgresql(runner_factory, pipeline_config, web):
         pipeline_config["STORAGE_DB"] = database.url
         runner = runner_factory(pipeline_config, GatewayService, ImagingService, StorageService)
         runner.start()
-        response = upload(web, make_jpeg(1200, 900))
+        response = post_upload(web, make_jpeg(1200, 900))
         assert response.status_code == 202
         status = wait_for_status(web, response.json()["id"])
         assert status["status"] == "done"
@@ -248,7 +235,7 @@ def test_pipeline_on_postgresql(runner_factory, pipeline_config, web):
 
 
 def test_recent_images_newest_first_paginated(pipeline, web):
-    ids = [upload(web, make_jpeg(50 + index, 40)).json()["id"] for index in range(5)]
+    ids = [post_upload(web, make_jpeg(50 + index, 40)).json()["id"] for index in range(5)]
     seen, url = [], "/images?limit=2"
     while url:
         response = web.get(url)

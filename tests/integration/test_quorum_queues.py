@@ -1,18 +1,17 @@
 """JOB_QUEUE_TYPE: the queues RabbitMQ really holds, poison jobs, type switches."""
 import os
 import subprocess
-import time
 
 import pytest
 from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from harness.processes import NAMEKO
 from services import topology
 from services.gateway import GatewayService
 from services.imaging import ImagingService
 from services.storage import StorageService
-from tests.helpers import REPO_ROOT, make_jpeg, wait_for_status
-from tests.integration.test_operations import NAMEKO, storage_record, upload
+from tests.helpers import REPO_ROOT, make_jpeg, upload, wait_for_status, wait_for_writes
 
 RETRY_QUEUES = ["imaging.jobs.retry.0.2s", "imaging.jobs.retry.0.5s"]  # pipeline_config's JOB_RETRY_DELAYS
 QUORUM_DEAD_LETTERING = {
@@ -97,13 +96,7 @@ def test_poison_job_is_dead_lettered_by_its_delivery_limit_and_healed(
         assert rpc.imaging.replay_dead_letters() == [image_id]
         assert rpc.imaging.dead_letters() == []
     # the replay re-rendered the presets (reprocess), the status stayed done
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        variants = storage_record(pipeline_config, image_id)["variants"]
-        if all(variant["writes"] == 2 for variant in variants.values()):
-            break
-        time.sleep(0.1)
-    assert {name: variant["writes"] for name, variant in variants.items()} == {"thumb": 2, "medium": 2}
+    wait_for_writes(pipeline_config, image_id, {"thumb": 2, "medium": 2})
     assert web.get("/images/" + image_id).json()["status"] == "done"
 
 

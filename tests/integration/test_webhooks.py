@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.waiting import wait_until
 from imagepipe.webhooks.signing import verify_signature
 from tests.helpers import make_jpeg, make_png, wait_for_status
 
@@ -190,6 +191,13 @@ def test_private_callback_is_refused_when_not_allowed(runner_factory, pipeline_c
     assert receiver.requests == []
 
 
+def waiting_messages(config, queue_name):
+    from kombu import Connection
+
+    with Connection(config["AMQP_URI"]) as conn:
+        return conn.channel().queue_declare(queue_name, passive=True).message_count
+
+
 def test_a_waiting_retry_survives_the_webhooks_service(runner_factory, pipeline_config, web):
     """The retry waits in RabbitMQ, not in a process: a new webhooks process delivers it."""
     from services.gateway import GatewayService
@@ -206,6 +214,10 @@ def test_a_waiting_retry_survives_the_webhooks_service(runner_factory, pipeline_
                             data={"callback_url": receiver.url()})
         assert response.status_code == 202, response.text
         receiver.wait_for(1)
+        # the failed attempt is settled once its retry waits in RabbitMQ; killing
+        # before that would leave the attempt leased (a different test's case)
+        wait_until(lambda: waiting_messages(pipeline_config, "webhooks.deliveries.retry.3s"),
+                   message="the retry waiting in webhooks.deliveries.retry.3s")
         first.kill()  # like SIGKILL: nothing is shut down cleanly
         assert len(receiver.requests) == 1
         runner_factory(pipeline_config, WebhookService, StorageService).start()

@@ -62,12 +62,15 @@ def make_uploads(count, corrupt_every, seed):
     return uploads
 
 
+FAULTS = ("imaging_kills", "storage_restarts", "broker_restarts")
+
+
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
-        self.counts = {"client_retries": 0, "imaging_kills": 0, "storage_restarts": 0,
-                       "broker_restarts": 0}
+        self.counts = {"client_retries": 0, **{fault: 0 for fault in FAULTS}}
         self.events = []
+        self.fault_errors = []
 
     def bump(self, key, note=None):
         with self.lock:
@@ -108,22 +111,43 @@ def chaos_schedule(args, rng):
 
 
 def run_chaos(schedule, cluster, stats, rng, started):
+    """Inject each scheduled fault; a fault is counted once it has happened.
+
+    One that could not be injected (say, rabbitmqctl is missing) is recorded
+    in ``stats.fault_errors``, and the run fails: a chaos run that silently
+    skipped its faults would prove nothing.
+    """
     for at, action in schedule:
         time.sleep(max(0.0, started + at - time.monotonic()))
-        if action == "kill_imaging":
-            victim = rng.choice(cluster["imaging"])
-            victim.kill()
-            stats.bump("imaging_kills", "SIGKILL " + victim.label)
-            time.sleep(1)
-            victim.start()
-        elif action == "restart_storage":
-            cluster["storage"].kill()
-            stats.bump("storage_restarts", "SIGKILL storage")
-            time.sleep(2)
-            cluster["storage"].start()
-        elif action == "restart_broker":
-            stats.bump("broker_restarts", "restart RabbitMQ")
-            rabbitmq_restart(down_seconds=3)
+        try:
+            inject(action, cluster, stats, rng)
+        except Exception as exc:  # recorded, and the summary's "ok" is false
+            stats.fault_errors.append("{}: {!r}".format(action, exc))
+
+
+def inject(action, cluster, stats, rng):
+    if action == "kill_imaging":
+        victim = rng.choice(cluster["imaging"])
+        victim.kill()
+        stats.bump("imaging_kills", "SIGKILL " + victim.label)
+        time.sleep(1)
+        victim.start()
+    elif action == "restart_storage":
+        cluster["storage"].kill()
+        stats.bump("storage_restarts", "SIGKILL storage")
+        time.sleep(2)
+        cluster["storage"].start()
+    elif action == "restart_broker":
+        rabbitmq_restart(down_seconds=3)
+        stats.bump("broker_restarts", "restart RabbitMQ")
+    else:
+        raise ValueError("unknown fault " + action)
+
+
+def faults_missing(requested, counts):
+    """{fault: (requested, injected)} for every fault that did not happen as often as asked."""
+    return {fault: (wanted, counts[fault]) for fault, wanted in requested.items()
+            if counts[fault] != wanted}
 
 
 def wait_until_finished(base_url, ids, timeout):
@@ -245,11 +269,17 @@ def run(args):
         expected_by_id.setdefault(image_id, expected)
     wrong = {image_id: final[image_id]["status"] for image_id, expected in expected_by_id.items()
              if image_id in final and final[image_id]["status"] != expected}
+    requested = {"imaging_kills": args.imaging_kills, "storage_restarts": args.storage_restarts,
+                 "broker_restarts": args.broker_restarts}
+    missing = faults_missing(requested, stats.counts)
     summary = {
         "uploads_accepted": len(accepted),
         "distinct_images": len(expected_by_id),
         "expected_failed": sum(1 for e in expected_by_id.values() if e == "failed"),
         **stats.counts,
+        "faults_requested": requested,
+        "faults_missing": missing,
+        "fault_errors": stats.fault_errors,
         "lost": len(pending),
         "wrong_status": len(wrong),
         "duplicated_renditions": len(audit["duplicated"]),
@@ -264,7 +294,7 @@ def run(args):
         "catalog": "postgresql" if args.storage_db else "sqlite",
         "logs": str(workdir),
     }
-    ok = (not pending and not wrong and not audit["duplicated"] and not audit["orphans"]
+    ok = (not missing and not stats.fault_errors and not pending and not wrong and not audit["duplicated"] and not audit["orphans"]
           and not audit["temporary_files"] and not leftovers
           and summary["max_shutdown_seconds"] <= 10)
     summary["ok"] = ok
@@ -277,7 +307,7 @@ def run(args):
 
 MEASURES = (
     "uploads_accepted", "distinct_images", "expected_failed", "imaging_kills",
-    "storage_restarts", "broker_restarts", "client_retries", "catalog", "lost", "wrong_status",
+    "storage_restarts", "broker_restarts", "faults_missing", "client_retries", "catalog", "lost", "wrong_status",
     "duplicated_renditions", "orphaned_blobs", "temporary_files", "queues_not_empty",
     "seconds_uploading", "seconds_to_drain", "max_shutdown_seconds", "ok")
 

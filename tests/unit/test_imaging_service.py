@@ -31,7 +31,8 @@ def service():
     service.storage.finish.side_effect = lambda image_id, status, error=None: dict(
         record(status), error=error)
     service.storage.complete.side_effect = lambda image_id, renditions, replace=False: record("done")
-    service.render.return_value = [Rendition("thumb", b"webp", "webp", "image/webp", 10, 5)]
+    service.render.return_value = [Rendition("thumb", b"webp", "webp", "image/webp", 10, 5,
+                                             placeholder="AAAA", color="#102030")]
     service.blobs.direct_for.return_value = None  # bytes over RPC; see the claim-check test
     return service
 
@@ -57,14 +58,15 @@ def test_claim_check_job_reads_and_writes_blobs_under_grants(service):
     service.storage.claim.return_value = {
         "record": record(),
         "original": {"access": "read", "key": "originals/aa/" + IMAGE_ID, "token": "r"},
-        "renditions": {"thumb": {"access": "write", "key": "staging/" + "1" * 32, "token": "w"}}}
+        "renditions": [{"access": "write", "key": "staging/" + "1" * 32, "token": "w"}]}
     service.handle_image_uploaded({"id": IMAGE_ID})
-    service.storage.claim.assert_called_once_with(IMAGE_ID, False, ["thumb"])
+    service.storage.claim.assert_called_once_with(IMAGE_ID, False, 1)  # one grant: one preset, one format
     service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
     assert blobs.blobs["staging/" + "1" * 32] == b"webp"
     service.storage.complete.assert_called_once_with(IMAGE_ID, [{
         "preset": "thumb", "grant": "w", "bytes": 4, "sha256": hashlib.sha256(b"webp").hexdigest(),
-        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}}], False)
+        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5, "rank": 0,
+                 "placeholder": "AAAA", "color": "#102030", "focus": None, "frames": 1}}], False)
 
 
 def test_job_renders_stores_and_announces(service):
@@ -73,7 +75,9 @@ def test_job_renders_stores_and_announces(service):
     service.render.assert_called_once_with(b"original", list(SETTINGS.presets))
     service.storage.complete.assert_called_once_with(IMAGE_ID, [{
         "preset": "thumb", "data": b"webp",
-        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5}}], False)
+        "meta": {"format": "webp", "mime_type": "image/webp", "width": 10, "height": 5,
+                 "rank": 0, "placeholder": "AAAA", "color": "#102030", "focus": None,
+                 "frames": 1}}], False)
     service.storage.finish.assert_not_called()
     event_type, outcome = service.dispatch.call_args.args
     assert event_type == "image_processed"
@@ -90,10 +94,25 @@ def test_finished_image_is_not_rendered_again(service):
 
 
 def test_existing_renditions_are_skipped(service):
-    service.storage.claim.return_value = claimed(record(variants={"thumb": {}}))
+    service.storage.claim.return_value = claimed(record(variants={"thumb": {"formats": {"webp": {}}}}))
     service.handle_image_uploaded({"id": IMAGE_ID})
     service.render.assert_not_called()
     service.storage.complete.assert_called_once_with(IMAGE_ID, [], False)
+
+
+def test_a_missing_format_renders_the_preset_again_and_focus_goes_to_render(service):
+    service.config = Settings(presets=(Preset("thumb", 256, 256, more_formats=("avif",)),))
+    service.storage.claim.return_value = claimed(dict(
+        record(variants={"thumb": {"formats": {"webp": {}}}}), focus=[0.2, 0.7]))
+    service.render.return_value = [
+        Rendition("thumb", b"webp", "webp", "image/webp", 10, 5),
+        Rendition("thumb", b"avif", "avif", "image/avif", 10, 5, seconds=0.25)]
+    service.handle_image_uploaded({"id": IMAGE_ID})
+    service.render.assert_called_once_with(b"original", list(service.config.presets), focus=(0.2, 0.7))
+    stored = service.storage.complete.call_args.args[1]
+    assert [(item["meta"]["format"], item["meta"]["rank"]) for item in stored] == [
+        ("webp", 0), ("avif", 1)]
+    assert service.dispatch.call_args.args[1]["render_seconds"] == {"thumb": 0.25}
 
 
 def test_bad_image_fails_at_once_without_retry(service):

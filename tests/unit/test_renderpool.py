@@ -9,7 +9,7 @@ from imagepipe.errors import ImageTooComplex, InvalidImage, TooManyPixels, Unsup
 from imagepipe.rendering.presets import Preset
 from imagepipe.rendering.pool import RenderPool
 from imagepipe.rendering.structure import DecodeLimits
-from tests.helpers import make_jpeg, make_progressive_jpeg, repeat_last_scan
+from tests.helpers import make_jpeg, make_progressive_jpeg, repeat_last_scan, wait_until
 
 PRESETS = [Preset("thumb", 256, 256), Preset("medium", 1024, 1024)]
 
@@ -23,6 +23,12 @@ def pool():
 
 def worker_pids(pool):
     return {worker.process.pid for worker in pool._workers}
+
+
+def bytes_read(pid):
+    """Bytes the process has read so far (/proc/<pid>/io: its socket reads included)."""
+    with open("/proc/{}/io".format(pid)) as io_counters:
+        return next(int(line.split()[1]) for line in io_counters if line.startswith("rchar:"))
 
 
 def test_renders_in_a_worker_process(pool):
@@ -67,12 +73,23 @@ def test_a_crashing_worker_fails_the_job_and_is_replaced(pool):
     pool.render(make_jpeg(64, 64), PRESETS)
     (pid,) = worker_pids(pool)
     slow_job = make_jpeg(6000, 4000)  # a lossless 24 MP encode takes seconds
-    # kill the worker while it works, as a segfaulting decoder would die
-    killer = threading.Timer(0.3, os.kill, (pid, signal.SIGSEGV))
-    killer.start()
-    with pytest.raises(InvalidImage, match="SIGSEGV"):
-        pool.render(slow_job, [Preset("big", 6000, 6000, format="png")])
-    killer.join()
+    before = bytes_read(pid)
+    outcome = []
+
+    def render():
+        try:
+            outcome.append(pool.render(slow_job, [Preset("big", 6000, 6000, format="png")]))
+        except InvalidImage as exc:
+            outcome.append(exc)
+
+    job = threading.Thread(target=render)
+    job.start()
+    # once the worker has read the whole job it is working on it: kill it
+    # then, as a segfaulting decoder would die
+    wait_until(lambda: bytes_read(pid) - before >= len(slow_job), message="the worker reading the job")
+    os.kill(pid, signal.SIGSEGV)
+    job.join()
+    assert isinstance(outcome[0], InvalidImage) and "SIGSEGV" in str(outcome[0]), outcome
     assert pool.render(make_jpeg(64, 64), PRESETS)[0].width == 64
     assert worker_pids(pool) != {pid}
 

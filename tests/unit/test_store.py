@@ -1,4 +1,9 @@
-"""ImageStore, Catalog and FileBlobStore on a real SQLite file and real files."""
+"""ImageStore, Catalog and FileBlobStore on real files and a real catalog.
+
+The catalog tests run twice: on a SQLite file and on a scratch PostgreSQL
+database (marker ``postgres``; TEST_POSTGRES_URL) -- the same Alembic
+migrations and SQL serve both.
+"""
 import os
 
 import pytest
@@ -9,22 +14,26 @@ from imagepipe.storage.catalog import Catalog
 from imagepipe.errors import BadRequest, NotFound
 from imagepipe.ids import content_sha256, image_id_for
 from imagepipe.storage.store import ImageStore
+from tests.helpers import ORIGINAL_INFO as INFO
+from tests.helpers import RENDITION_META as META
+from tests.helpers import ScratchDatabase
 
-INFO = {"format": "JPEG", "mime_type": "image/jpeg", "width": 10, "height": 5, "frames": 1}
-META = {"format": "webp", "mime_type": "image/webp", "width": 4, "height": 2}
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_url(request, tmp_path):
+    """An empty catalog database: a SQLite file, or a PostgreSQL database made for the test."""
+    if request.param == "sqlite":
+        yield "sqlite:///{}".format(tmp_path / "catalog.sqlite3")
+        return
+    with ScratchDatabase() as database:
+        yield database.url
 
 
 @pytest.fixture
-def store(tmp_path):
-    return ImageStore(
-        FileBlobStore(tmp_path / "blobs"),
-        Catalog.from_url("sqlite:///{}".format(tmp_path / "catalog.sqlite3")),
-    )
-
-
-@pytest.fixture
-def catalog_url(tmp_path):
-    return "sqlite:///{}".format(tmp_path / "migrated.sqlite3")
+def store(tmp_path, catalog_url):
+    catalog = Catalog.from_url(catalog_url)
+    yield ImageStore(FileBlobStore(tmp_path / "blobs"), catalog)
+    catalog.engine.dispose()
 
 
 def test_id_derives_from_content_and_duplicates_are_stored_once(store, tmp_path):
@@ -183,11 +192,17 @@ def test_callback_url_is_kept_and_the_latest_one_wins(store):
     assert store.put_original(b"plain", INFO)[0]["callback_url"] is None
 
 
-def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
+def old_image_row(image_id):
+    return ("INSERT INTO images (id, sha256, format, mime_type, width, height, frames, bytes,"
+            " status, error, attempts, created_at, updated_at) VALUES ('" + image_id + "', '"
+            + image_id * 2 + "', 'JPEG', 'image/jpeg', 3, 2, 1, 9, 'done', NULL, 1, 1.0, 2.0)")
+
+
+def migrate_to(catalog_url, revision, *statements):
+    """A catalog at an old schema ``revision``, with rows written by ``statements``."""
     import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config as AlembicConfig
-    from alembic.script import ScriptDirectory
 
     from imagepipe.storage.catalog import MIGRATIONS, make_engine
 
@@ -196,12 +211,19 @@ def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
-        conn.execute(sa.text(
-            "INSERT INTO images (id, sha256, format, mime_type, width, height, frames, bytes,"
-            " status, error, attempts, created_at, updated_at) VALUES ('" + "e" * 32 + "', '"
-            + "e" * 64 + "', 'JPEG', 'image/jpeg', 3, 2, 1, 9, 'done', NULL, 1, 1.0, 2.0)"))
+        command.upgrade(config, revision)
+        for statement in statements:
+            conn.execute(sa.text(statement))
     engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_images_and_adds_callback_url(catalog_url):
+    import sqlalchemy as sa
+    from alembic.script import ScriptDirectory
+
+    from imagepipe.storage.catalog import MIGRATIONS
+
+    migrate_to(catalog_url, "0001", old_image_row("e" * 32))
     catalog = Catalog.from_url(catalog_url)  # what a storage process does at start-up
     record = catalog.get_image("e" * 32)
     assert (record["status"], record["original"]["width"], record["callback_url"]) == ("done", 3, None)
@@ -249,3 +271,60 @@ def test_concurrent_claims_of_one_delivery_have_one_winner(store):
     for thread in threads:
         thread.join()
     assert sorted(results) == ["busy"] * 5 + ["claimed"]
+
+
+def test_a_preset_has_one_rendition_per_format_under_its_own_key(store, tmp_path):
+    image_id = store.put_original(b"formats", INFO)[0]["id"]
+    store.claim(image_id)
+    record = store.complete(image_id, [
+        {"preset": "thumb", "data": b"avif-bytes", "meta": dict(
+            META, format="avif", mime_type="image/avif", rank=0, placeholder="3OgFDw", color="#51593a",
+            focus=[0.25, 0.5], frames=1)},
+        {"preset": "thumb", "data": b"webp-bytes", "meta": dict(META, rank=1, frames=3)},
+    ])
+    thumb = record["variants"]["thumb"]
+    assert (thumb["format"], thumb["placeholder"], thumb["color"], thumb["focus"]) == (
+        "avif", "3OgFDw", "#51593a", [0.25, 0.5])  # the preferred format describes the preset
+    assert list(thumb["formats"]) == ["avif", "webp"] and thumb["formats"]["webp"]["frames"] == 3
+    assert store.get_variant(image_id, "thumb")[0] == b"avif-bytes"
+    assert store.get_variant(image_id, "thumb", "webp")[0] == b"webp-bytes"
+    with pytest.raises(NotFound):
+        store.get_variant(image_id, "thumb", "png")
+    assert store.blobs.get(variant_key(image_id, "thumb", "webp")) == b"webp-bytes"
+    # a redelivered job adds a missing format and leaves stored ones alone
+    again = store.complete(image_id, [
+        {"preset": "thumb", "data": b"other", "meta": dict(META, rank=1)},
+        {"preset": "thumb", "data": b"jpeg-bytes", "meta": dict(
+            META, format="jpeg", mime_type="image/jpeg", rank=2)}])
+    assert [meta["writes"] for meta in again["variants"]["thumb"]["formats"].values()] == [1, 1, 1]
+    assert store.get_variant(image_id, "thumb", "webp")[0] == b"webp-bytes"
+
+
+def test_upload_focus_is_kept_and_the_latest_wins(store):
+    record, _ = store.put_original(b"focused", dict(INFO, focus=(0.1, 0.9)))
+    assert record["focus"] == [0.1, 0.9]
+    assert store.put_original(b"focused", INFO)[0]["focus"] == [0.1, 0.9]  # none named: kept
+    assert store.put_original(b"focused", dict(INFO, focus=[0.5, 0.25]))[0]["focus"] == [0.5, 0.25]
+    assert store.put_original(b"plain focus", INFO)[0]["focus"] is None
+
+
+def test_upgrade_from_0002_keeps_single_format_renditions_readable(catalog_url, tmp_path):
+    image_id = "f" * 32
+    migrate_to(catalog_url, "0002", old_image_row(image_id), (
+        "INSERT INTO variants (image_id, preset, format, mime_type, width, height, bytes,"
+        " sha256, writes, created_at) VALUES ('" + image_id + "', 'thumb', 'webp', 'image/webp',"
+        " 3, 2, 10, '" + "a" * 64 + "', 1, 2.0)"))
+    blobs = FileBlobStore(tmp_path / "old-blobs")
+    blobs.put(variant_key(image_id, "thumb"), b"old single", "image/webp")  # the key before 0003
+    store = ImageStore(blobs, Catalog.from_url(catalog_url))
+    thumb = store.get_image(image_id)["variants"]["thumb"]
+    assert (thumb["format"], thumb["rank"], thumb["frames"], thumb["placeholder"]) == ("webp", 0, 1, None)
+    assert list(thumb["formats"]) == ["webp"] and thumb["format_in_key"] is False
+    assert store.get_variant(image_id, "thumb")[0] == b"old single"
+    assert store.get_variant(image_id, "thumb", "webp")[0] == b"old single"
+    # a second format of the same preset can now be added beside it
+    store.complete(image_id, [{"preset": "thumb", "data": b"new avif", "meta": dict(
+        META, format="avif", mime_type="image/avif", rank=1)}])
+    assert store.get_variant(image_id, "thumb", "avif")[0] == b"new avif"
+    assert store.get_variant(image_id, "thumb")[0] == b"old single"
+    store.catalog.engine.dispose()

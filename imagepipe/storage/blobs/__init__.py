@@ -12,7 +12,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from imagepipe.configvalues import as_bool, positive
+from imagepipe.errors import NotFound
 from imagepipe.ids import check_image_id, check_preset_name
+from imagepipe.rendering.presets import OUTPUT_FORMATS
 
 S3_SCHEME = "s3://"
 # S3's own rule for bucket names (no dots: they break TLS with virtual hosts).
@@ -25,10 +27,22 @@ def original_key(image_id):
     return "originals/{}/{}".format(image_id[:2], image_id)
 
 
-def variant_key(image_id, preset):
+def variant_key(image_id, preset, fmt=None):
+    """``variants/ab/<id>/<preset>.<format>``; without ``fmt``, the key of a
+    rendition stored before presets had several formats (still read)."""
     check_image_id(image_id)
     check_preset_name(preset)
-    return "variants/{}/{}/{}".format(image_id[:2], image_id, preset)
+    key = "variants/{}/{}/{}".format(image_id[:2], image_id, preset)
+    if fmt is None:
+        return key
+    if fmt not in OUTPUT_FORMATS:
+        raise NotFound("no rendition format {!r}".format(str(fmt)[:20]))
+    return "{}.{}".format(key, fmt)
+
+
+def stored_variant_key(image_id, preset, meta):
+    """The key a catalog rendition (``meta`` from the record) was stored under."""
+    return variant_key(image_id, preset, meta["format"] if meta.get("format_in_key", True) else None)
 
 
 class BlobStore(ABC):
@@ -69,10 +83,11 @@ class BlobStore(ABC):
         """``(size, sha256 hex)`` of the stored bytes, read back; ``errors.NotFound`` if none."""
 
     @abstractmethod
-    def promote(self, source, target, content_type, sha256):
+    def promote(self, source, target, content_type, sha256, size=None):
         """Move blob ``source`` to ``target`` durably (replacing it); ``source`` is gone after.
 
-        ``content_type`` and ``sha256`` describe the checked bytes, as ``put`` takes them.
+        ``content_type``, ``sha256`` and ``size`` describe the checked bytes
+        (``size`` only for whoever meters writes).
         """
 
     @abstractmethod

@@ -78,7 +78,7 @@ class FileBlobStore(BlobStore):
                 size += len(chunk)
         return size, sha256.hexdigest()
 
-    def promote(self, source, target, content_type=None, sha256=None):
+    def promote(self, source, target, content_type=None, sha256=None, size=None):
         source_path, target_path = self._path(source), self._path(target)
         folder = os.path.dirname(target_path)
         os.makedirs(folder, exist_ok=True)

@@ -36,7 +36,7 @@ from imagepipe.storage.blobs import BlobStore
 log = logging.getLogger(__name__)
 
 # What original_key/variant_key produce; anything else is refused outright.
-SAFE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
+SAFE_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*(\.[a-z0-9]{1,8})?")
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256, hex like the catalog's
 
@@ -57,7 +57,7 @@ class S3BlobStore(BlobStore):
         return store
 
     def object_key(self, key):
-        if not isinstance(key, str) or not SAFE_KEY_RE.match(key):
+        if not isinstance(key, str) or not SAFE_KEY_RE.fullmatch(key):
             raise NotFound("invalid blob key")
         return self.prefix + "/" + key if self.prefix else key
 
@@ -110,7 +110,7 @@ class S3BlobStore(BlobStore):
             body.close()
         return size, sha256.hexdigest()
 
-    def promote(self, source, target, content_type, sha256):
+    def promote(self, source, target, content_type, sha256, size=None):
         # a server-side copy: the bytes never come through this process; the
         # copy gets the type, hash and checksum put() gives an object
         with self._errors(source):

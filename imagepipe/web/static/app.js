@@ -66,17 +66,155 @@ async function apiGet(path) {
   return body;
 }
 
+// What Chromium's <img> sends: with an API key the page fetches renditions
+// itself, and asks for the formats an <img> would.
+const IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
+
 // Where an <img> can load a rendition from. Without a key that is the URL
 // itself; with one, an <img> cannot send the header, so fetch it and show an
 // object URL (the CSP allows blob: images for exactly this).
 async function imageSource(url) {
   if (!apiKey()) return url;
   if (!blobUrls.has(url)) {
-    const response = await fetch(url, { headers: authHeaders() });
+    const response = await fetch(url, { headers: authHeaders({ Accept: IMAGE_ACCEPT }) });
     if (!response.ok) throw new ApiError(response.status, response.statusText);
     blobUrls.set(url, URL.createObjectURL(await response.blob()));
   }
   return blobUrls.get(url);
+}
+
+// ---- renditions: <picture> and placeholders ---------------------------------------
+// A preset may have several formats (status: variant.formats, best first).
+// Without a key the browser picks among them: one <source type> per format
+// and the last (the fallback) as the <img>. With a key the negotiated URL is
+// fetched with the Accept an <img> sends, and shown as a blob: URL.
+
+function formatsOf(variant) {
+  return Object.entries(variant.formats || { [variant.format]: variant });
+}
+
+// srcsets: {mime type: "url 256w, url 1024w"} over the given renditions
+function srcsets(variants) {
+  const sets = new Map();
+  for (const variant of variants) {
+    for (const [, info] of formatsOf(variant)) {
+      if (!sets.has(info.mime_type)) sets.set(info.mime_type, []);
+      sets.get(info.mime_type).push(info.url + " " + info.width + "w");
+    }
+  }
+  return sets;
+}
+
+// A <picture> of one rendition, or (sizes given) of several as a srcset.
+function pictureOf(variants, alt, sizes) {
+  const picture = element("picture");
+  const img = element("img");
+  img.alt = alt;
+  img.addEventListener("load", () => { img.dataset.loadedAt = performance.now(); });
+  const main = variants[variants.length - 1];
+  if (apiKey()) {
+    imageSource(main.url).then((src) => { img.src = src; })
+      .catch(() => { img.alt = alt + " unavailable"; });
+    picture.append(img);
+    return picture;
+  }
+  const sets = Array.from(srcsets(variants));
+  const [fallbackType, fallbackSet] = sets[sets.length - 1];
+  for (const [type, set] of sets.slice(0, -1)) {
+    const source = element("source");
+    source.type = type;
+    source.srcset = set.join(", ");
+    if (sizes) source.sizes = sizes;
+    picture.append(source);
+  }
+  if (sizes) {
+    img.srcset = fallbackSet.join(", ");
+    img.sizes = sizes;
+  }
+  img.dataset.type = fallbackType;
+  img.src = fallbackSet[fallbackSet.length - 1].split(" ")[0];
+  picture.append(img);
+  return picture;
+}
+
+// Paints the rendition's ThumbHash (and dominant colour) under where it will show.
+function paintPlaceholder(container, variant) {
+  if (variant.color) container.style.backgroundColor = variant.color;
+  if (!variant.placeholder) return;
+  let decoded;
+  try {
+    decoded = thumbHashToRGBA(Uint8Array.from(atob(variant.placeholder), (c) => c.charCodeAt(0)));
+  } catch (err) {
+    return;  // a malformed hash: the colour alone
+  }
+  const canvas = element("canvas", "placeholder");
+  canvas.width = decoded.w;
+  canvas.height = decoded.h;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(decoded.w, decoded.h);
+  pixels.data.set(decoded.rgba);
+  context.putImageData(pixels, 0, 0);
+  canvas.dataset.paintedAt = performance.now();
+  container.append(canvas);
+}
+
+// ThumbHash decoder (https://evanw.github.io/thumbhash/), the same arithmetic
+// as imagepipe/rendering/placeholder.py's thumbhash_to_rgba.
+function thumbHashToRGBA(hash) {
+  const header24 = hash[0] | (hash[1] << 8) | (hash[2] << 16);
+  const header16 = hash[3] | (hash[4] << 8);
+  const lDc = (header24 & 63) / 63;
+  const pDc = ((header24 >> 6) & 63) / 31.5 - 1;
+  const qDc = ((header24 >> 12) & 63) / 31.5 - 1;
+  const lScale = ((header24 >> 18) & 31) / 31;
+  const hasAlpha = header24 >> 23;
+  const pScale = ((header16 >> 3) & 63) / 63;
+  const qScale = ((header16 >> 9) & 63) / 63;
+  const isLandscape = header16 >> 15;
+  const lx = Math.max(3, isLandscape ? (hasAlpha ? 5 : 7) : header16 & 7);
+  const ly = Math.max(3, isLandscape ? header16 & 7 : (hasAlpha ? 5 : 7));
+  const aDc = hasAlpha ? (hash[5] & 15) / 15 : 1;
+  const aScale = (hash[5] >> 4) / 15;
+  const start = hasAlpha ? 6 : 5;
+  let index = 0;
+  const factors = (nx, ny, scale) => {
+    const out = [];
+    for (let cy = 0; cy < ny; cy++) {
+      for (let cx = cy ? 0 : 1; cx * ny < nx * (ny - cy); cx++, index++) {
+        const nibble = (hash[start + (index >> 1)] >> ((index & 1) << 2)) & 15;
+        out.push([cx, cy, (nibble / 7.5 - 1) * scale]);
+      }
+    }
+    return out;
+  };
+  const lAc = factors(lx, ly, lScale);
+  const pAc = factors(3, 3, pScale * 1.25);
+  const qAc = factors(3, 3, qScale * 1.25);
+  const aAc = hasAlpha ? factors(5, 5, aScale) : [];
+  const ratio = (isLandscape ? (hasAlpha ? 5 : 7) : hash[3] & 7) /
+                (isLandscape ? hash[3] & 7 : (hasAlpha ? 5 : 7));
+  const w = Math.round(ratio > 1 ? 32 : 32 * ratio);
+  const h = Math.round(ratio > 1 ? 32 / ratio : 32);
+  const rgba = new Uint8ClampedArray(w * h * 4);
+  const sum = (ac, fx, fy) => ac.reduce((total, [cx, cy, f]) => total + f * fx[cx] * fy[cy] * 2, 0);
+  for (let y = 0, i = 0; y < h; y++) {
+    const fy = [0, 1, 2, 3, 4, 5, 6].map((cy) => Math.cos(Math.PI / h * (y + 0.5) * cy));
+    for (let x = 0; x < w; x++, i += 4) {
+      const fx = [0, 1, 2, 3, 4, 5, 6].map((cx) => Math.cos(Math.PI / w * (x + 0.5) * cx));
+      const l = lDc + sum(lAc, fx, fy);
+      const p = pDc + sum(pAc, fx, fy);
+      const q = qDc + sum(qAc, fx, fy);
+      const a = aDc + sum(aAc, fx, fy);
+      const b = l - 2 / 3 * p;
+      const r = (3 * l - b + q) / 2;
+      const g = r - q;
+      rgba[i] = Math.round(255 * Math.min(1, r));
+      rgba[i + 1] = Math.round(255 * Math.min(1, g));
+      rgba[i + 2] = Math.round(255 * Math.min(1, b));
+      rgba[i + 3] = Math.round(255 * Math.min(1, a));
+    }
+  }
+  return { w, h, rgba };
 }
 
 // ---- small formatting helpers ----------------------------------------------------
@@ -240,11 +378,8 @@ function render(card, status) {
 
   const thumb = element("div", "thumb");
   if (status.status === "done" && status.variants.thumb) {
-    const img = element("img");
-    img.alt = "thumbnail of " + status.id;
-    imageSource(status.variants.thumb.url).then((src) => { img.src = src; })
-      .catch(() => { img.alt = "thumbnail unavailable"; });
-    thumb.append(img);
+    paintPlaceholder(thumb, status.variants.thumb);
+    thumb.append(pictureOf([status.variants.thumb], "thumbnail of " + status.id));
   } else if (status.status === "failed") {
     thumb.append(element("span", "failed-mark", "⚠"));
   } else {
@@ -371,13 +506,31 @@ function fillDetails(status) {
   $("details-error").textContent = status.error || "";
   $("details-error").hidden = !status.error;
 
-  const preview = status.variants.medium || status.variants.thumb;
-  const img = $("details-image");
-  img.removeAttribute("src");
-  img.alt = preview ? "preview of " + status.id : "no rendition yet";
-  if (preview) imageSource(preview.url).then((src) => { img.src = src; }).catch(() => {});
+  // every contain rendition, smallest first: the browser takes what the
+  // dialog's width needs, in the best format it can show
+  const previews = Object.values(status.variants)
+    .filter((variant) => !variant.focus).sort((a, b) => a.width - b.width);
+  const figure = $("details-preview");
+  figure.replaceChildren();
+  figure.style.backgroundColor = "";
+  if (previews.length) {
+    paintPlaceholder(figure, previews[previews.length - 1]);
+    const picture = pictureOf(previews, "preview of " + status.id, "(max-width: 760px) 90vw, 480px");
+    picture.querySelector("img").id = "details-image";
+    figure.append(picture);
+  } else {
+    const img = element("img");
+    img.id = "details-image";
+    img.alt = "no rendition yet";
+    figure.append(img);
+  }
 
-  const rows = [["original", original]].concat(Object.entries(status.variants));
+  const rows = [["original", original]];
+  for (const [name, variant] of Object.entries(status.variants)) {
+    for (const [format, info] of formatsOf(variant)) {
+      rows.push([name, { ...info, format }]);
+    }
+  }
   $("renditions").replaceChildren(...rows.map(([name, info]) => {
     const row = element("tr");
     row.dataset.rendition = name;
