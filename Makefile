@@ -19,7 +19,10 @@ LOCK_ARGS ?=
 # nameko's CLI (README "Deprecated upstream"); the Dockerfile sets the same.
 export PYTHONWARNINGS := ignore:pkg_resources is deprecated as an API:UserWarning,ignore::Warning:nameko.cli.commands
 
-.PHONY: run test test-unit test-integration bench lock venv venv-dev broker clean
+# SCALE=auto: `make run` leaves imaging to the scaler (see "Scaling" in README.md)
+SCALE ?=
+
+.PHONY: run scale test test-unit test-integration bench lock venv venv-dev broker clean
 
 venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev
@@ -42,8 +45,21 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
 broker: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh
 
+ifeq ($(SCALE),auto)
+# gateway, storage and webhooks in one process as usual; imaging processes
+# started and stopped by the scaler; Ctrl-C or either exiting stops both.
+run: venv broker
+	@trap 'kill -TERM $$scaler 2>/dev/null; wait $$scaler' EXIT; \
+	$(BIN)/python -m imagepipe scale --config $(CONFIG) & scaler=$$!; \
+	$(BIN)/nameko run --config $(CONFIG) $(filter-out services.imaging,$(SERVICES))
+else
 run: venv broker
 	$(BIN)/nameko run --config $(CONFIG) $(SERVICES)
+endif
+
+# Only the scaler and its imaging processes (the other services run elsewhere).
+scale: venv broker
+	$(BIN)/python -m imagepipe scale --config $(CONFIG)
 
 # The whole suite: unit, integration (real RabbitMQ, a vhost per test) and the
 # short scenario runs.  `nameko test` is pytest with eventlet monkey-patched.
@@ -71,8 +87,11 @@ lock: venv-dev
 clean:
 	rm -rf $(VENV) data .pytest_cache
 
-# Performance benchmark (~10 min; BENCH_ARGS=--quick for a smoke run):
-# baselines, the pipeline in several imaging layouts, docs/benchmarks.md.
+# Performance benchmark (~15 min; BENCH_ARGS=--quick SCALING_BENCH_ARGS=--quick
+# for a smoke run): baselines, the pipeline in several imaging layouts,
+# docs/benchmarks.md; then the scaler's cold start and burst throughput.
+SCALING_BENCH_ARGS ?=
 bench: venv
 	PY=$(BIN)/python scripts/ensure-broker.sh --management
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.scaling $(SCALING_BENCH_ARGS)

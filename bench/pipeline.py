@@ -22,12 +22,13 @@ then 8 client threads (plain ``requests``, no eventlet) upload every image.
 * peak RSS (VmHWM) per service process.
 """
 import contextlib
+import hashlib
+import io
 import re
 import resource
 import shutil
 import signal
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -37,9 +38,10 @@ from pathlib import Path
 
 import kombu
 import requests
+from PIL import Image
 from urllib3.filepost import encode_multipart_formdata
 
-from bench.images import tiny_jpeg
+from bench.images import QUALITY, tiny_jpeg
 from bench.stats import percentile
 from harness import procstat
 from harness.processes import ServiceProcess, free_port, service_env
@@ -246,19 +248,33 @@ class Upload:
 def multipart_bodies(images, tag=None):
     """Pre-encoded request bodies, so the driver's own CPU stays out of the clock.
 
-    With ``tag``, each JPEG gets a comment naming it right after SOI: new
-    content (so new image ids, no de-duplication), the same pixels and
-    decode cost -- how the paced phase uploads the images again.
+    With ``tag``, each image is new content (a new image id, no
+    de-duplication) of the same size and decode cost: ``tagged_jpeg``.
     """
     bodies = []
     for index, image in enumerate(images):
         data = image.read()
         if tag is not None:
-            comment = "{}-{}".format(tag, index).encode()
-            data = data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+            data = tagged_jpeg(data, "{}-{}".format(tag, index))
         bodies.append(encode_multipart_formdata(
             {"image": ("{}-{}.jpg".format(tag or "bench", index), data, "image/jpeg")}))
     return bodies
+
+
+def tagged_jpeg(data, tag):
+    """The JPEG with ``tag`` written into a few pixels, re-encoded with the corpus's settings.
+
+    Pixels, not a comment: the gateway stores originals without comments and
+    metadata (KEEP_METADATA=false), so only pixels make new content.
+    """
+    digest = hashlib.sha256(tag.encode()).digest()
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+    for x in range(8):
+        image.putpixel((x, 0), tuple(digest[3 * x:3 * x + 3]))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=QUALITY)
+    return out.getvalue()
 
 
 _local = threading.local()

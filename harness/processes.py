@@ -76,11 +76,14 @@ class ServiceProcess:
         self.process = None
         self.starts = 0
 
+    @property
+    def command(self):
+        return [NAMEKO, "run", "--config", "config.yaml", self.module]
+
     def start(self):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [NAMEKO, "run", "--config", "config.yaml", self.module],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.starts += 1

@@ -62,6 +62,13 @@ def memory_mb(pid, field="VmHWM"):
     return None
 
 
+def alive(pid):
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
+
 def children(pid):
     """PIDs of the live direct children of ``pid`` (of any of its threads)."""
     found = []

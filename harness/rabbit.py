@@ -30,6 +30,12 @@ def _api(method, path, **kwargs):
     return response.json() if response.content else None
 
 
+def management_url():
+    """The management API's base URL with the credentials in it, as SCALE_MANAGEMENT_URL takes it."""
+    scheme, _, host = MANAGEMENT.partition("://")
+    return "{}://{}:{}@{}".format(scheme, quote(AUTH[0], safe=""), quote(AUTH[1], safe=""), host)
+
+
 def check_management():
     """Fail early, with a hint, when the management API does not answer."""
     try:

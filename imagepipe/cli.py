@@ -5,6 +5,11 @@
     python -m imagepipe delete ID... [--url URL] [--api-key KEY]
     python -m imagepipe reprocess [--all] [--max-waiting N] [--config config.yaml]
     python -m imagepipe prune [--delete] [--config config.yaml]
+    python -m imagepipe scale [--config config.yaml]
+
+``scale`` is the one command that is not a client: it runs imaging
+processes that follow the job queue (``imagepipe.scaling``; needs the
+services' requirements).
 
 Folders are walked recursively for files with an image extension; files named
 on the command line are sent whatever their name (the server decides by
@@ -413,13 +418,23 @@ def build_parser():
         help="list renditions of presets that no longer exist (operators: talks to the broker)")
     prune.add_argument("--delete", action="store_true", help="delete them too")
     prune.set_defaults(run=prune_command)
+    scale = commands.add_parser(
+        "scale", help="run imaging processes that follow the job queue (SCALE_* in config.yaml)")
+    scale.add_argument("--config", default="config.yaml", help="nameko config (default %(default)s)")
+    scale.set_defaults(run=scale_command)
     return parser
+
+
+def scale_command(args, client, out, err):
+    from imagepipe.scaling.scaler import main as run_scaler  # the services' dependencies
+
+    return run_scaler(args.config)
 
 
 def main(argv=None, out=None, err=None):
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
-    client = Client(args.url, args.api_key) if hasattr(args, "url") else None
+    client = Client(args.url, args.api_key) if "url" in args else None
     try:
         return args.run(args, client, out, err)
     except CliError as exc:

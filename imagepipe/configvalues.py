@@ -48,6 +48,14 @@ def positive_int(value, name, default):
     return number
 
 
+def non_negative_int(value, name, default):
+    """A whole number of at least 0; missing or empty means ``default``."""
+    number = int(value) if value not in (None, "") else default
+    if number < 0:
+        raise ValueError("{} must be 0 or more, not {}".format(name, number))
+    return number
+
+
 class PortRanges:
     """TCP ports as ranges: ``80,443,8000-8999``; supports ``in`` and prints as written."""
 

@@ -13,7 +13,8 @@ says how and why.  One module per mechanism:
 - ``retries``: ``JobQueue`` (retries, re-dispatches, dead letters);
 - ``providers``: settings, the image store, the render pool, webhooks;
 - ``live``: the gateway's live status streams;
-- ``observability``: metrics and log correlation.
+- ``observability``: metrics and log correlation;
+- ``health``: ``GET /health`` beside the metrics of processes without a web server.
 
 Several modules subclass nameko or eventlet classes and override methods
 that are theirs to change; ``PATCHED_FOR`` names the versions they were

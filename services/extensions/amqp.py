@@ -35,6 +35,25 @@ class FailoverQueueConsumer(QueueConsumer):
     consumer reconnects (to the next node of a fail-over AMQP_URI).
     """
 
+    # for GET /health (services/extensions/health.py): the connection the
+    # consumers run on, and whether the container has begun to stop
+    consuming_on = None
+    stopping = False
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.consuming_on = connection
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+
+    def unregister_provider(self, provider):
+        self.stopping = True  # the container stops its entrypoints: no new work from here on
+        super().unregister_provider(provider)
+
+    @property
+    def consuming(self):
+        """Consumers registered with the broker on a connection that is still up."""
+        return (self._consumers_ready.ready() and self.consuming_on is not None
+                and self.consuming_on.connected)
+
     def ack_message(self, message):
         try:
             super().ack_message(message)

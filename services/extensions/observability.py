@@ -3,7 +3,8 @@
 ``Metrics`` gives a service the recorder functions of
 ``imagepipe.observability.metrics``, times every entrypoint call, counts the
 gateway's uploads, and serves the process's metrics on ``METRICS_ADDRESS``
-for services without a web server.
+for services without a web server -- and ``GET /health`` there, from the
+state of the process's containers (``services/extensions/health.py``).
 The exporter is one per OS process, however many containers run in it:
 started by the first container that starts, stopped with the last one.
 
@@ -26,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from imagepipe.observability import logformat, metrics
 from imagepipe.errors import PipelineError
 from imagepipe.settings import Settings
+from services.extensions import health
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def exposition(accept_header):
 
 
 class Exporter:
-    """The process's metrics HTTP server, shared by reference count."""
+    """The process's metrics (and health) HTTP server, shared by reference count."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -45,10 +47,13 @@ class Exporter:
         self._socket = None
         self._server = None
         self.address = None  # (host, port) actually bound, once started
+        self.containers = []  # whose state GET /health reports
 
-    def acquire(self, address):
+    def acquire(self, address, container=None):
         with self._lock:
             self._users += 1
+            if container is not None:
+                self.containers.append(container)
             if not address:
                 return
             if self._server is None:
@@ -57,8 +62,10 @@ class Exporter:
                 log.warning("metrics exporter already on %s:%d; ignoring %s:%d",
                             *self.address, *address)
 
-    def release(self):
+    def release(self, container=None):
         with self._lock:
+            if container in self.containers:
+                self.containers.remove(container)
             self._users = max(0, self._users - 1)
             if self._users == 0 and self._server is not None:
                 self._stop()
@@ -67,9 +74,10 @@ class Exporter:
         self._socket = eventlet.listen(address)
         self.address = self._socket.getsockname()[:2]
         self._server = eventlet.spawn(
-            eventlet.wsgi.server, self._socket, make_wsgi_app(REGISTRY),
+            eventlet.wsgi.server, self._socket,
+            health.wsgi_app(lambda: list(self.containers), make_wsgi_app(REGISTRY)),
             log_output=False, socket_timeout=30)
-        log.info("metrics exporter listening on http://%s:%d/metrics", *self.address)
+        log.info("metrics exporter listening on http://%s:%d/metrics (and /health)", *self.address)
 
     def _stop(self):
         self._server.kill()
@@ -96,13 +104,13 @@ class Metrics(DependencyProvider):
         self.address = Settings.from_config(self.container.config).metrics_address
 
     def start(self):
-        EXPORTER.acquire(self.address)
+        EXPORTER.acquire(self.address, self.container)
 
     def stop(self):
-        EXPORTER.release()
+        EXPORTER.release(self.container)
 
     def kill(self):
-        EXPORTER.release()
+        EXPORTER.release(self.container)
 
     def get_dependency(self, worker_ctx):
         return metrics

@@ -16,7 +16,6 @@ from imagepipe.observability import metrics
 from imagepipe.rendering.pool import RenderPool
 from imagepipe.settings import Settings
 from imagepipe.storage.direct import STORE_ID_FILE, DirectBlobs
-from imagepipe.storage.store import ImageStore
 from imagepipe.web import api
 from imagepipe.webhooks.delivery import (
     WAIT_SECONDS, Decision, HostSlots, WebhookSender, deliver, deliver_deletion, next_attempt,
@@ -48,6 +47,10 @@ class ImageStoreProvider(DependencyProvider):
     """The storage service's ``ImageStore`` (blobs and catalog), metered."""
 
     def setup(self):
+        # imported here: SQLAlchemy and Alembic are two thirds of what an
+        # imaging process would import at start-up (a cold start's largest part)
+        from imagepipe.storage.store import ImageStore
+
         self.store = ImageStore.from_settings(Settings.from_config(self.container.config))
         # metrics: count and log every blob written; report catalog totals
         self.store.blobs = metrics.MeteredBlobStore(self.store.blobs)
@@ -84,6 +87,18 @@ class Renderer(DependencyProvider):
             seconds_per_megapixel=settings.render_seconds_per_megapixel,
             seconds_min=settings.render_seconds_min, decode_limits=settings.decode_limits,
             sandbox=settings.render_sandbox)
+
+    def start(self):
+        # One worker starts beside the service's own start-up (it waits for
+        # the worker's hello in a green thread), not on the first job: off a
+        # cold start's path.
+        self.container.spawn_managed_thread(self._start_worker)
+
+    def _start_worker(self):
+        try:
+            self.pool.start_worker()
+        except Exception as exc:  # the first job tries again, and says why if it fails
+            log.warning("could not start a render worker ahead of the first job: %s", exc)
 
     def stop(self):
         self.pool.close()

@@ -96,3 +96,12 @@ def test_operator_commands_without_the_services_say_where_to_run_them(monkeypatc
     err = io.StringIO()
     assert main(["reprocess", "--config", str(config)], out=io.StringIO(), err=err) == 1
     assert "docker compose exec storage python -m imagepipe reprocess" in err.getvalue()
+
+
+def test_scale_is_a_subcommand_with_its_own_options():
+    from imagepipe.cli import build_parser, scale_command
+
+    args = build_parser().parse_args(["scale", "--config", "other.yaml"])
+    assert args.run is scale_command and args.config == "other.yaml"
+    assert "url" not in args  # not a client of the gateway
+    assert build_parser().parse_args(["scale"]).config == "config.yaml"

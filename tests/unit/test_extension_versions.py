@@ -9,6 +9,7 @@ import inspect
 from importlib.metadata import version
 
 import eventlet.wsgi
+import nameko.containers
 import nameko.rpc
 from nameko.messaging import Consumer, QueueConsumer
 from nameko.rpc import ReplyListener, Responder, RpcConsumer
@@ -33,12 +34,16 @@ def test_overridden_members_exist_on_the_bases():
         (WebServer, ["run", "process_request", "get_wsgi_server", "setup"]),
         (RpcConsumer, ["handle_result", "setup"]),
         (ReplyListener, ["setup"]),
-        (QueueConsumer, ["ack_message", "requeue_message"]),
+        (QueueConsumer, ["ack_message", "requeue_message", "on_consume_ready", "unregister_provider"]),
     ]:
         for name in names:
             assert name in vars(cls) or any(name in vars(base) for base in cls.__mro__[1:-1]), (
                 cls, name)
     assert "publisher_cls" in vars(Responder)
+    # GET /health reads these nameko internals (services/extensions/health.py)
+    assert "self._consumers_ready = Event()" in inspect.getsource(QueueConsumer.__init__)
+    container_init = inspect.getsource(nameko.containers.ServiceContainer.__init__)
+    assert all(flag in container_init for flag in ("self.started", "self._being_killed", "self._died"))
     assert list(inspect.signature(Consumer.__init__).parameters)[:3] == [
         "self", "queue", "requeue_on_error"]
 

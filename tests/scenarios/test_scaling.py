@@ -1,0 +1,25 @@
+"""The scaler on the real broker: from zero to SCALE_MAX and back, two bursts, nothing lost (tests/scenarios/scaling.py)."""
+import pytest
+
+from tests.scenarios.scaling import MEASURES, parse_args, print_table, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("counting", ["amqp", "management"])
+def test_imaging_follows_the_queue_from_zero_and_back_losing_nothing(counting):
+    """AMQP alone (the default) and with jobs in flight from the management API."""
+    summary = run(parse_args(["--burst", "100", "--second-burst", "30", "--max", "2",
+                              "--idle", "5", "--cooldown", "2"]
+                             + (["--management"] if counting == "management" else [])))
+    print_table(summary, MEASURES)
+    assert summary["processes_at_start"] == 0 and summary["consumers_at_start"] == 0
+    assert summary["cold_starts"] >= 1
+    assert summary["max_processes_first_burst"] == 2  # SCALE_MAX reached
+    assert summary["lost"] == 0 and summary["not_done"] == 0
+    assert summary["uploads_accepted"] == summary["distinct_images"] == 130
+    assert summary["renditions"] == 2 * 130 and summary["duplicated_renditions"] == 0
+    assert summary["queues_not_empty"] == {}
+    assert summary["consumers_at_end"] == 0 and summary["orphans"] == []
+    assert summary["unexpected_exits"] == 0
+    assert summary["ok"], summary
