@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import random
+import socket
 import sys
 import tempfile
 import threading
@@ -62,7 +63,16 @@ def make_uploads(count, corrupt_every, seed):
     return uploads
 
 
-FAULTS = ("imaging_kills", "storage_restarts", "broker_restarts")
+FAULTS = ("imaging_kills", "storage_restarts", "broker_restarts", "gateway_kills")
+STAGING_MAX_AGE = 15
+
+
+def staging_swept(storage_root, timeout):
+    """Wait (bounded) until no staged blob is left; the audit then says what remains."""
+    staging = Path(storage_root) / "staging"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and staging.exists() and any(staging.iterdir()):
+        time.sleep(1)
 
 
 class Stats:
@@ -102,7 +112,8 @@ def upload_until_accepted(base_url, data, stats, give_up_after=180):
 
 def chaos_schedule(args, rng):
     actions = (["kill_imaging"] * args.imaging_kills + ["restart_storage"] * args.storage_restarts
-               + ["restart_broker"] * args.broker_restarts)
+               + ["restart_broker"] * args.broker_restarts
+               + ["kill_gateway_mid_upload"] * args.gateway_kills)
     rng.shuffle(actions)
     # spread over the busy period, leaving a gap for recovery between actions
     step = args.duration / (len(actions) + 1) if actions else 0
@@ -140,8 +151,30 @@ def inject(action, cluster, stats, rng):
     elif action == "restart_broker":
         rabbitmq_restart(down_seconds=3)
         stats.bump("broker_restarts", "restart RabbitMQ")
+    elif action == "kill_gateway_mid_upload":
+        kill_gateway_mid_upload(cluster)
+        stats.bump("gateway_kills", "SIGKILL gateway mid-upload")
     else:
         raise ValueError("unknown fault " + action)
+
+
+def kill_gateway_mid_upload(cluster, body_bytes=4 * 1024 * 1024):
+    """SIGKILL the gateway while an upload's body is half sent, and start it again.
+
+    The half-sent upload was never accepted, so nothing of it may be stored;
+    a blob it had staged would be dropped by the storage sweeper
+    (STAGING_MAX_AGE), which the audit checks.
+    """
+    gateway = cluster["gateway"]
+    host, port = gateway.env["WEB_SERVER_ADDRESS"].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                       "Content-Length: {}\r\n\r\n".format(body_bytes).encode())
+        client.sendall(b"\xff\xd8" + b"\x00" * (body_bytes // 2))
+        time.sleep(0.3)
+        gateway.kill()
+    time.sleep(1)
+    gateway.start()
 
 
 def faults_missing(requested, counts):
@@ -176,11 +209,17 @@ def storage_audit(storage_root, storage_db=None):
     root = Path(storage_root)
     engine = make_engine(storage_db or default_db_url(str(root)))
     with engine.connect() as db:
-        writes = db.exec_driver_sql("SELECT image_id, preset, writes FROM variants").fetchall()
+        writes = db.exec_driver_sql(
+            "SELECT image_id, preset, format, format_in_key, writes FROM variants").fetchall()
         known_images = {row[0] for row in db.exec_driver_sql("SELECT id FROM images")}
     engine.dispose()
-    known_variants = {(image_id, preset) for image_id, preset, _ in writes}
+    # a rendition's file is <preset>.<format> (before formats per preset: <preset>)
+    known_variants = {(image_id, "{}.{}".format(preset, fmt) if in_key else preset)
+                      for image_id, preset, fmt, in_key, _ in writes}
+    writes = [(image_id, preset, count) for image_id, preset, _, _, count in writes]
     temporary = [str(path) for path in root.rglob(".tmp-*")]
+    # blobs staged under grants that nobody registered (a gateway killed mid-write)
+    temporary += [str(path) for path in (root / "staging").glob("*")]
     orphans = [str(path) for path in (root / "variants").rglob("*")
                if path.is_file() and (path.parent.name, path.name) not in known_variants]
     orphans += [str(path) for path in (root / "originals").rglob("*")
@@ -221,7 +260,8 @@ def run(args):
         port = free_port()
         base_url = "http://127.0.0.1:{}".format(port)
         env = service_env(vhost.amqp_uri, storage_root, port, RPC_TIMEOUT=5, STALLED_AFTER=30,
-                          SWEEP_INTERVAL=5, JOB_RETRY_DELAYS="1,2,5", JOB_MAX_ATTEMPTS=10,
+                          SWEEP_INTERVAL=5, STAGING_MAX_AGE=STAGING_MAX_AGE,
+                          JOB_RETRY_DELAYS="1,2,5", JOB_MAX_ATTEMPTS=10,
                           STORAGE_DB=args.storage_db or "")
         imaging_env = dict(env, MAX_WORKERS="2")
         cluster = {
@@ -258,6 +298,9 @@ def run(args):
                                                  args.drain_timeout)
             drained = time.monotonic()
             leftovers = queue_audit(vhost)
+            # blobs staged by a killed gateway (or for uploads answered 503) are
+            # swept by storage once older than STAGING_MAX_AGE; wait for that
+            staging_swept(storage_root, STAGING_MAX_AGE + 3 * 5)
             shutdown = {process.label: round(process.terminate(), 2) for process in everything}
         finally:
             for process in everything:
@@ -270,7 +313,7 @@ def run(args):
     wrong = {image_id: final[image_id]["status"] for image_id, expected in expected_by_id.items()
              if image_id in final and final[image_id]["status"] != expected}
     requested = {"imaging_kills": args.imaging_kills, "storage_restarts": args.storage_restarts,
-                 "broker_restarts": args.broker_restarts}
+                 "broker_restarts": args.broker_restarts, "gateway_kills": args.gateway_kills}
     missing = faults_missing(requested, stats.counts)
     summary = {
         "uploads_accepted": len(accepted),
@@ -329,6 +372,8 @@ def parse_args(argv=None):
     parser.add_argument("--imaging-kills", type=int, default=5)
     parser.add_argument("--storage-restarts", type=int, default=1)
     parser.add_argument("--broker-restarts", type=int, default=1)
+    parser.add_argument("--gateway-kills", type=int, default=1,
+                        help="SIGKILLs of the gateway while an upload body is half sent")
     parser.add_argument("--corrupt-every", type=int, default=10)
     parser.add_argument("--duration", type=float, default=60.0,
                         help="seconds over which uploads and chaos are spread")

@@ -13,7 +13,7 @@ import pytest
 from harness.config import REPO_ROOT
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
-FAULTS = {"imaging_kills": 2, "storage_restarts": 1, "broker_restarts": 1}
+FAULTS = {"imaging_kills": 2, "storage_restarts": 1, "broker_restarts": 1, "gateway_kills": 1}
 
 
 @pytest.mark.parametrize("catalog", ["sqlite", "postgresql"])
@@ -25,6 +25,7 @@ def test_short_chaos_run_loses_and_duplicates_nothing(catalog):
          "--imaging-kills", str(FAULTS["imaging_kills"]),
          "--storage-restarts", str(FAULTS["storage_restarts"]),
          "--broker-restarts", str(FAULTS["broker_restarts"]),
+         "--gateway-kills", str(FAULTS["gateway_kills"]),
          "--duration", "25", "--json"] + (["--postgres"] if catalog == "postgresql" else []),
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     print(result.stdout[-3000:], result.stderr[-3000:])

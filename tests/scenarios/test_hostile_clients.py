@@ -79,7 +79,7 @@ def stack(tmp_path_factory):
             for process in processes:
                 process.start()
             base_url = "http://127.0.0.1:{}".format(port)
-            wait_for_http(base_url + "/health", timeout=60)
+            wait_for_http(base_url + "/images", timeout=60)  # storage answers too
             yield Stack(base_url, ("127.0.0.1", port), processes[1], processes[2], workdir)
             assert processes[1].alive, processes[1].log_tail(40)
         finally:

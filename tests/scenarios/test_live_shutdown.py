@@ -31,7 +31,7 @@ def test_sigterm_ends_open_streams_and_exits_within_10_seconds(tmp_path):
             for process in processes:
                 process.start()
             base_url = "http://127.0.0.1:{}".format(port)
-            wait_for_http(base_url + "/health")
+            wait_for_http(base_url + "/images")  # answered by storage: the whole path is up
             streams = []
             for shade in range(3):
                 with WebSession(base_url) as web:
