@@ -106,7 +106,7 @@ def table_rows(results):
         rss = "{} / {} / {}{}".format(
             _fmt(s["rss"]["gateway"]), _fmt(s["rss"]["storage"]), _fmt(s["rss"]["imaging"]),
             " (+{})".format(_fmt(s["rss"]["render_worker"])) if s["rss"]["render_worker"] else "")
-        broker = "{} / {} MB".format(_fmt(_mb(s["broker_in"]), 1), _fmt(_mb(s["broker_out"]), 1))
+        broker = "{} / {}".format(_size(s["broker_in"]), _size(s["broker_out"]))
         rows.append(["pipeline {} ({} proc × MAX_WORKERS {})".format(label, *label.split("x")),
                      _fmt(s["throughput"], 2), _range(s["spread"]), _fmt(s["ratio"], 2),
                      "{} / {}".format(_fmt(s["upload_p50_ms"]), _fmt(s["upload_p99_ms"])),
@@ -119,6 +119,36 @@ def table_rows(results):
 
 def _mb(value):
     return None if value is None else value / 1e6
+
+
+def _size(value):
+    """Bytes as KB below a megabyte (the claim-check path moves ids, not images)."""
+    if value is None:
+        return "–"
+    return "{:.1f} KB".format(value / 1e3) if value < 1e6 else "{:.1f} MB".format(value / 1e6)
+
+
+def small_rows(results):
+    """The 2 MP-only run: the pipeline against the limit measured beside it, per round."""
+    rounds = [round_["small"] for round_ in results["rounds"] if "small" in round_]
+    if not rounds:
+        return None
+    ratios = [r["pipeline"]["throughput"] / r["limit"]["throughput"] for r in rounds]
+    first = rounds[0]["pipeline"]
+    traffic = first.get("traffic")
+    images = first.get("images") or 0
+    header = ["2 MP images only", "limit img/s", "pipeline img/s", "× limit (per-round median, min–max)",
+              "burst upload p50 / p99 ms", "broker in / out per img", "errors"]
+    row = ["pipeline {}".format(first.get("layout", "")),
+           _fmt(median([r["limit"]["throughput"] for r in rounds]), 2),
+           _fmt(median([r["pipeline"]["throughput"] for r in rounds]), 2),
+           "{} ({}–{})".format(_fmt(median(ratios), 2), _fmt(min(ratios), 2), _fmt(max(ratios), 2)),
+           "{} / {}".format(_fmt(median([r["pipeline"]["upload_p50_ms"] for r in rounds])),
+                            _fmt(median([r["pipeline"]["upload_p99_ms"] for r in rounds]))),
+           "{} / {}".format(_size(traffic["recv_oct"] / images if traffic and images else None),
+                            _size(traffic["send_oct"] / images if traffic and images else None)),
+           str(sum(r["pipeline"]["errors"] for r in rounds))]
+    return header, [row]
 
 
 def _range(pair):
@@ -152,9 +182,10 @@ def markdown_table(header, rows):
 
 
 def print_report(results, out=sys.stdout):
-    for table in (table_rows(results), cpu_rows(results)):
-        print(text_table(*table), file=out)
-        print(file=out)
+    for table in (table_rows(results), small_rows(results), cpu_rows(results)):
+        if table:
+            print(text_table(*table), file=out)
+            print(file=out)
     huge = results.get("huge")
     if huge:
         print(huge_sentence(results), file=out)
@@ -284,6 +315,11 @@ def markdown(results, png_name):
         "measured in the first repeat; the mean original is {:.2f} MB.".format(
             mean_original_bytes(results) / 1e6),
         "",
+        *(["## Small images: the fixed cost per image", "",
+            markdown_table(*small_rows(results)), "",
+            "The 2 MP images alone (where the cost per job weighs most against the render), "
+            "each round's limit measured right before its pipeline run.", ""]
+          if small_rows(results) else []),
         "## CPU per image",
         "",
         markdown_table(*cpu_rows(results)),

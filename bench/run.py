@@ -28,6 +28,8 @@ from harness import rabbit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LAYOUTS = "1x1,1x2,2x1,2x2,4x1"
+# the 2 MP-only run, where the fixed cost per image weighs most: `make run`'s layout
+SMALL_LAYOUT = "1x2"
 
 
 def parse_args(argv):
@@ -43,6 +45,8 @@ def parse_args(argv):
                         help="report to write (with a .png beside it)")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--skip-huge", action="store_true", help="skip the 50 MP memory run")
+    parser.add_argument("--skip-small", action="store_true",
+                        help="skip the 2 MP-only run (limit and pipeline {})".format(SMALL_LAYOUT))
     parser.add_argument("--quick", action="store_true",
                         help="8 images, 1 round, layouts 1x2,2x1,4x1, no docs (a smoke run)")
     args = parser.parse_args(argv)
@@ -121,7 +125,22 @@ def run_round(index, corpus, bodies, paced_bodies, args, run_dir):
         log("round {} pipeline {}: {:.2f} img/s, upload p50 {:.0f} ms, errors {}".format(
             index + 1, layout.label, result["throughput"], result["upload_p50_ms"] or 0, result["errors"]))
     round_["pipeline"] = {layout.label: round_["pipeline"][layout.label] for layout in args.layouts}
+    if not args.skip_small:
+        round_["small"] = run_small(index, corpus, args, run_dir)
     return round_
+
+
+def run_small(index, corpus, args, run_dir):
+    """The limit and the pipeline on the 2 MP images alone, measured back to back."""
+    small = [image for image in corpus if image.width == images.SMALL[0]]
+    limit = baseline.run_baseline("fast", [image.path for image in small])
+    layout = pipeline.Layout.parse(SMALL_LAYOUT)
+    result = pipeline.run_pipeline(small, pipeline.multipart_bodies(small), layout,
+                                   run_dir / "r{}-small-{}".format(index + 1, layout.label),
+                                   clients=args.clients, measure_traffic=index == 0)
+    log("round {} 2 MP only: limit {:.2f} img/s, pipeline {} {:.2f} img/s".format(
+        index + 1, limit.throughput, layout.label, result["throughput"]))
+    return {"limit": dict(vars(limit), throughput=limit.throughput), "pipeline": result}
 
 
 def run_huge(args, run_dir):
