@@ -11,6 +11,7 @@
   the bytes (dumps and loads, with the configured serializer and with JSON),
   SHA-256, a blob write with and without fsync, a whole ``put_original``.
 """
+import io
 import tempfile
 import time
 from dataclasses import asdict
@@ -23,6 +24,8 @@ from imagepipe.rendering.render import render
 from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.ids import content_sha256
 from imagepipe.settings import Settings
+from imagepipe.storage.blobs import BlobSettings
+from imagepipe.storage.direct import DirectBlobs
 from imagepipe.storage.store import ImageStore
 
 
@@ -39,7 +42,11 @@ def _store(folder):
 
 
 def message_sizes(data, serializer=None):
-    """[(message, bytes)] for one upload of ``data`` through the pipeline."""
+    """[(message, bytes)] for one upload of ``data``: the claim-check path, as the services run it.
+
+    Bytes go to the blob store under grants (``imagepipe.storage.direct``);
+    the messages carry ids, grants, hashes and the image's record.
+    """
     serializer = serializer or bench_config.serializer()
     presets = bench_config.presets()
     size = lambda payload: _size(payload, serializer)
@@ -49,21 +56,36 @@ def message_sizes(data, serializer=None):
     renditions = render(data, presets)
     with tempfile.TemporaryDirectory(prefix="bench-costs-") as folder:
         store = _store(folder)
-        record, created = store.put_original(data, info)
+        blobs, _ = DirectBlobs.for_process(BlobSettings(), folder)
+        grant = store.grant_original_upload()
+        written = blobs.write(grant, io.BytesIO(data))
+        record, created = store.register_original(grant["token"], *written, info)
         image_id = record["id"]
+        outputs = sum(len(preset.formats) for preset in presets)
+        claimed = store.claim(image_id, False, outputs)
         messages = [
-            ("gateway->storage put_original (request)", request(data, info)),
-            ("storage->gateway put_original (reply)", reply([record, created])),
+            ("gateway->storage grant_original_upload (request)", request()),
+            ("storage->gateway grant_original_upload (reply: a write grant)", reply(grant)),
+            ("gateway->storage register_original (request: grant, size, SHA-256, header facts)",
+             request(grant["token"], *written, info, None, None)),
+            ("storage->gateway register_original (reply)", reply([record, created])),
             ("gateway event image_uploaded", size({"id": image_id})),
-            ("imaging->storage claim (request)", request(image_id, False)),
-            ("storage->imaging claim (reply: record + original)", reply(store.claim(image_id))),
+            ("imaging->storage claim (request)", request(image_id, False, outputs)),
+            ("storage->imaging claim (reply: record + read grant + write grants)", reply(claimed)),
         ]
-        stored = [{"preset": rendition.preset, "data": rendition.data,
-                   "meta": {"format": rendition.format, "mime_type": rendition.mime_type,
-                            "width": rendition.width, "height": rendition.height}}
-                  for rendition in renditions]
+        stored = []
+        for rendition, rendition_grant in zip(renditions, claimed["renditions"]):
+            length, sha256 = blobs.write(rendition_grant, io.BytesIO(rendition.data))
+            stored.append({"preset": rendition.preset, "grant": rendition_grant["token"],
+                           "bytes": length, "sha256": sha256,
+                           "meta": {"format": rendition.format, "mime_type": rendition.mime_type,
+                                    "width": rendition.width, "height": rendition.height,
+                                    "rank": 0, "placeholder": rendition.placeholder,
+                                    "color": rendition.color, "focus": None,
+                                    "frames": rendition.frames}})
         messages += [
-            ("imaging->storage complete (request: every rendition)", request(image_id, stored, False)),
+            ("imaging->storage complete (request: where each rendition was written)",
+             request(image_id, stored, False)),
             ("storage->imaging complete (reply)", reply(store.complete(image_id, stored))),
             ("imaging event image_processed", size(
                 {"id": image_id, "status": "done", "error": None, "changed": True, "has_callback": False,
