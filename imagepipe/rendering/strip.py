@@ -21,8 +21,11 @@ untouched:
   extension; comments, plain text, other application extensions and
   anything after the trailer go.
 - BMP: bytes past the file size in its header go.
-- TIFF, AVIF, HEIF: stored as uploaded (their metadata lives inside
-  structures that cannot be cut without rewriting offsets); README says so.
+- HEIF (phone photos) and AVIF: the Exif and XMP items are blanked in place
+  (an Exif item keeps a valid but empty TIFF block, XMP becomes spaces), so
+  no offset moves; the picture's rotation lives in its own boxes, not EXIF.
+- TIFF: stored as uploaded (its metadata sits in the same directories as the
+  image's own tags); README says so.
 
 A structure this parser cannot follow is stored as uploaded rather than
 refused: Pillow, which accepted its header, judges the pixels when rendering.
@@ -243,5 +246,120 @@ def _strip_bmp(view, orientation):
     return bytes(view[:declared])
 
 
+# -- HEIF and AVIF (ISO base media file format) -------------------------------------
+
+def _strip_isobmff(view, orientation):
+    data = bytearray(view)
+    meta = _box(data, 0, len(data), b"meta")
+    if meta is None:
+        raise _Unparseable
+    children = meta[0] + 4, meta[1]  # a full box: version and flags first
+    infos, locations = _box(data, *children, b"iinf"), _box(data, *children, b"iloc")
+    if infos is None or locations is None:
+        raise _Unparseable
+    personal = _personal_items(data, *infos)
+    idat = _box(data, *children, b"idat")
+    for item_id, kind in personal.items():
+        for start, length in _item_extents(data, *locations, item_id, idat):
+            if start + length > len(data):
+                raise _Unparseable
+            data[start:start + length] = _blank(kind, length)
+    return bytes(data)
+
+
+def _blank(kind, length):
+    if kind == "exif" and length >= 4 + 26:
+        tiff = Image.Exif().tobytes()[len(_EXIF_PREFIX):]  # a valid TIFF block with no tag
+        return (b"\x00\x00\x00\x00" + tiff).ljust(length, b"\x00")
+    return b" " * length if kind == "xmp" else b"\x00" * length
+
+
+def _boxes(data, start, end):
+    """``(type, content start, content end)`` of each box in ``data[start:end]``."""
+    while start + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[start + 8:start + 16])[0], 16
+        elif size == 0:
+            size = end - start
+        if size < header or start + size > end:
+            raise _Unparseable
+        yield kind, start + header, start + size
+        start += size
+
+
+def _box(data, start, end, wanted):
+    for kind, content_start, content_end in _boxes(data, start, end):
+        if kind == wanted:
+            return content_start, content_end
+    return None
+
+
+def _personal_items(data, start, end):
+    """{item id: "exif" | "xmp"} of the items an ``iinf`` box lists."""
+    version = data[start]
+    position = start + 4 + (2 if version == 0 else 4)
+    items = {}
+    for kind, content_start, content_end in _boxes(data, position, end):
+        if kind != b"infe" or data[content_start] < 2:
+            continue
+        entry_version = data[content_start]
+        cursor = content_start + 4
+        id_size = 2 if entry_version == 2 else 4
+        item_id = int.from_bytes(data[cursor:cursor + id_size], "big")
+        cursor += id_size + 2  # item_protection_index
+        item_type = bytes(data[cursor:cursor + 4])
+        cursor += 4
+        name_end = data.index(0, cursor, content_end)
+        if item_type == b"Exif":
+            items[item_id] = "exif"
+        elif item_type == b"mime":
+            content_type = bytes(data[name_end + 1:data.index(0, name_end + 1, content_end)])
+            if b"xmp" in content_type or b"rdf+xml" in content_type:
+                items[item_id] = "xmp"
+    return items
+
+
+def _item_extents(data, start, end, wanted_id, idat):
+    """``(file offset, length)`` of each extent of item ``wanted_id`` in an ``iloc`` box."""
+    version = data[start]
+    cursor = start + 4
+    offset_size, length_size = data[cursor] >> 4, data[cursor] & 0x0F
+    base_size, index_size = data[cursor + 1] >> 4, (data[cursor + 1] & 0x0F if version in (1, 2) else 0)
+    cursor += 2
+    count_size = 2 if version < 2 else 4
+    count = int.from_bytes(data[cursor:cursor + count_size], "big")
+    cursor += count_size
+    read = lambda size: (int.from_bytes(data[cursor:cursor + size], "big"), cursor + size)  # noqa: E731
+    for _ in range(count):
+        item_id, cursor = read(2 if version < 2 else 4)
+        method = 0
+        if version in (1, 2):
+            method, cursor = read(2)
+            method &= 0x0F
+        _reference, cursor = read(2)
+        base, cursor = read(base_size)
+        extent_count, cursor = read(2)
+        extents = []
+        for _ in range(extent_count):
+            _index, cursor = read(index_size)
+            offset, cursor = read(offset_size)
+            length, cursor = read(length_size)
+            extents.append((base + offset, length))
+        if cursor > end:
+            raise _Unparseable
+        if item_id != wanted_id:
+            continue
+        if method == 1:  # inside the idat box
+            if idat is None:
+                raise _Unparseable
+            return [(idat[0] + offset, length) for offset, length in extents]
+        if method != 0:
+            raise _Unparseable
+        return extents
+    return []
+
+
 _STRIPPERS = {"JPEG": _strip_jpeg, "PNG": _strip_png, "WEBP": _strip_webp,
-              "GIF": _strip_gif, "BMP": _strip_bmp}
+              "GIF": _strip_gif, "BMP": _strip_bmp, "HEIF": _strip_isobmff, "AVIF": _strip_isobmff}

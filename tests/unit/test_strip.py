@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageChops
 from PIL.PngImagePlugin import PngInfo
 
-from imagepipe.rendering.probe import probe_with_orientation
+from imagepipe.rendering.probe import apply_pillow_policy, probe_with_orientation
 from imagepipe.rendering.strip import stored_form
 from tests import samples
 
@@ -33,10 +33,10 @@ def same_pixels(a, b):
 
 
 def test_jpeg_loses_gps_camera_comment_and_trailing_bytes_but_not_pixels_or_orientation():
-    image = samples.picture()
+    image, profile = samples.picture(), samples.wide_gamut_profile()
     out = io.BytesIO()
     image.save(out, "JPEG", exif=personal_exif(6), comment=b"mail me: someone@example.org",
-               icc_profile=samples.wide_gamut_profile())
+               icc_profile=profile)
     uploaded = out.getvalue() + b"TRAILING FREE HOSTING" * 100
     kept = stored(uploaded)
     assert b"someone@example.org" not in kept and b"PhoneMaker" not in kept
@@ -44,7 +44,7 @@ def test_jpeg_loses_gps_camera_comment_and_trailing_bytes_but_not_pixels_or_orie
     decoded = Image.open(io.BytesIO(kept))
     exif = decoded.getexif()
     assert dict(exif) == {ORIENTATION: 6} and not exif.get_ifd(GPS_IFD)
-    assert decoded.info.get("icc_profile") == samples.wide_gamut_profile()  # colour is kept
+    assert decoded.info.get("icc_profile") == profile  # colour is kept
     assert same_pixels(kept, out.getvalue())  # the compressed data is untouched
 
 
@@ -106,11 +106,23 @@ def test_bmp_loses_trailing_bytes():
     assert stored(out.getvalue() + b"x" * 999) == out.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["TIFF", "AVIF"])
-def test_formats_without_a_lossless_cut_are_stored_as_uploaded(fmt):
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_lose_exif_and_xmp_in_place(fmt):
+    apply_pillow_policy()  # registers pillow-heif's HEIF plugin
     out = io.BytesIO()
-    samples.picture().save(out, fmt)
-    assert stored(out.getvalue()) is not None
+    samples.picture().save(out, fmt, exif=personal_exif(1).tobytes(),
+                           xmp=b"<x:xmpmeta>someone@example.org</x:xmpmeta>")
+    kept = stored(out.getvalue())
+    assert b"PhoneMaker" not in kept and b"someone@example.org" not in kept
+    assert len(kept) == len(out.getvalue())  # blanked in place: no offset moved
+    decoded = Image.open(io.BytesIO(kept))
+    assert MAKE not in decoded.getexif() and not decoded.getexif().get_ifd(GPS_IFD)
+    assert same_pixels(kept, out.getvalue())
+
+
+def test_tiff_is_stored_as_uploaded():
+    out = io.BytesIO()
+    samples.picture().save(out, "TIFF")
     assert stored(out.getvalue()) == out.getvalue()
 
 
