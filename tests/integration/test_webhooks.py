@@ -211,10 +211,15 @@ def test_private_callback_is_refused_when_not_allowed(runner_factory, pipeline_c
 
 
 def waiting_messages(config, queue_name):
+    """Messages ready in the queue; 0 while nobody has declared it yet."""
+    from amqp.exceptions import NotFound
     from kombu import Connection
 
     with Connection(config["AMQP_URI"]) as conn:
-        return conn.channel().queue_declare(queue_name, passive=True).message_count
+        try:
+            return conn.channel().queue_declare(queue_name, passive=True).message_count
+        except NotFound:
+            return 0
 
 
 def test_a_waiting_retry_survives_the_webhooks_service(runner_factory, pipeline_config, web):
