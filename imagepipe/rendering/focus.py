@@ -58,10 +58,12 @@ def saliency_map(image):
     saturation = small.convert("HSV").getchannel("S").point(lambda value: value // 4)
     combined = Image.merge("RGB", (edges, saturation, saturation)).convert(
         "L", (1.0, 1.0, 0.0, 0))  # edges + saturation / 4, clipped at 255
-    # the border rows of FIND_EDGES are artefacts of the kernel
+    # the border rows of FIND_EDGES are artefacts of the kernel; a map two pixels
+    # wide or high is all border, and says nothing about where the subject is
     width, height = combined.size
     frame = Image.new("L", combined.size, 0)
-    frame.paste(combined.crop((1, 1, width - 1, height - 1)), (1, 1))
+    if width > 2 and height > 2:
+        frame.paste(combined.crop((1, 1, width - 1, height - 1)), (1, 1))
     return frame
 
 

@@ -8,7 +8,7 @@ at the gateway or a crashed job in imaging.
 import io
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -33,6 +33,16 @@ def seed_images():
 
 
 SEEDS = seed_images()
+
+
+def sliver_gif_body(size):
+    """A valid GIF of ``size`` after its 6-byte magic."""
+    out = io.BytesIO()
+    Image.new("P", size).save(out, "GIF")
+    return out.getvalue()[6:]
+
+
+SLIVERS = [sliver_gif_body((1, 200)), sliver_gif_body((200, 1))]
 
 
 @st.composite
@@ -83,6 +93,8 @@ def test_random_bytes_fail_cleanly(data):
 @given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"II*\x00", b"BM",
                         b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"\x00\x00\x00\x1cftypavif"]),
        st.binary(max_size=256))
+@example(b"GIF89a", SLIVERS[0])  # once crashed the smart crop: a saliency map all border
+@example(b"GIF89a", SLIVERS[1])
 def test_valid_magic_with_garbage_fails_cleanly(magic, rest):
     check(magic + rest)
 

@@ -87,6 +87,14 @@ def test_auto_focus_finds_the_detailed_part_and_the_centre_of_a_flat_image():
     assert auto_focus(Image.new("RGB", (50, 50), "white")) == (0.5, 0.5)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1), (2, 2), (2, 50), (3, 3)])
+def test_auto_focus_of_a_sliver_is_a_point_inside_it(size):
+    # a map this thin is all kernel border: no pixel of it says where a subject is
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    x, y = auto_focus(image)
+    assert 0 <= x <= 1 and 0 <= y <= 1
+
+
 FORMATS = {"avif": {"mime_type": "image/avif", "rank": 0}, "webp": {"mime_type": "image/webp", "rank": 1},
            "jpeg": {"mime_type": "image/jpeg", "rank": 2}}
 
