@@ -25,7 +25,7 @@ from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.ids import content_sha256
 from imagepipe.settings import Settings
 from imagepipe.storage.blobs import BlobSettings
-from imagepipe.storage.direct import DirectBlobs
+from imagepipe.storage.direct import DirectBlobs, UploadGrants
 from imagepipe.storage.store import ImageStore
 
 
@@ -42,7 +42,8 @@ def _store(folder):
 
 
 def message_sizes(data, serializer=None):
-    """[(message, bytes)] for one upload of ``data``: the claim-check path, as the services run it.
+    """[(message, body bytes, messages)] per upload of ``data``: the claim-check path, as the
+    services run it (a message sent once per batch of uploads counts its share).
 
     Bytes go to the blob store under grants (``imagepipe.storage.direct``);
     the messages carry ids, grants, hashes and the image's record.
@@ -57,21 +58,26 @@ def message_sizes(data, serializer=None):
     with tempfile.TemporaryDirectory(prefix="bench-costs-") as folder:
         store = _store(folder)
         blobs, _ = DirectBlobs.for_process(BlobSettings(), folder)
-        grant = store.grant_original_upload()
+        batch = UploadGrants().batch
+        grants = store.grant_original_uploads(batch)
+        grant = grants[0]
         written = blobs.write(grant, io.BytesIO(data))
         record, created = store.register_original(grant["token"], *written, info)
         image_id = record["id"]
         outputs = sum(len(preset.formats) for preset in presets)
         claimed = store.claim(image_id, False, outputs)
+        per_batch = 1 / batch  # the gateway asks for write grants a batch at a time
         messages = [
-            ("gateway->storage grant_original_upload (request)", request()),
-            ("storage->gateway grant_original_upload (reply: a write grant)", reply(grant)),
+            ("gateway->storage grant_original_uploads (request, 1 per {} uploads)".format(batch),
+             request(batch) * per_batch, per_batch),
+            ("storage->gateway grant_original_uploads (reply: {} write grants, 1 per {} uploads)"
+             .format(batch, batch), reply(grants) * per_batch, per_batch),
             ("gateway->storage register_original (request: grant, size, SHA-256, header facts)",
-             request(grant["token"], *written, info, None, None)),
-            ("storage->gateway register_original (reply)", reply([record, created])),
-            ("gateway event image_uploaded", size({"id": image_id})),
-            ("imaging->storage claim (request)", request(image_id, False, outputs)),
-            ("storage->imaging claim (reply: record + read grant + write grants)", reply(claimed)),
+             request(grant["token"], *written, info, None, None), 1),
+            ("storage->gateway register_original (reply)", reply([record, created]), 1),
+            ("gateway event image_uploaded", size({"id": image_id}), 1),
+            ("imaging->storage claim (request)", request(image_id, False, outputs), 1),
+            ("storage->imaging claim (reply: record + read grant + write grants)", reply(claimed), 1),
         ]
         stored = []
         for rendition, rendition_grant in zip(renditions, claimed["renditions"]):
@@ -85,20 +91,22 @@ def message_sizes(data, serializer=None):
                                     "frames": rendition.frames}})
         messages += [
             ("imaging->storage complete (request: where each rendition was written)",
-             request(image_id, stored, False)),
-            ("storage->imaging complete (reply)", reply(store.complete(image_id, stored))),
+             request(image_id, stored, False), 1),
+            ("storage->imaging complete (reply)", reply(store.complete(image_id, stored)), 1),
             ("imaging event image_processed", size(
                 {"id": image_id, "status": "done", "error": None, "changed": True, "has_callback": False,
                  "rendered": [p.name for p in presets], "render_seconds": {p.name: 0.05 for p in presets},
-                 "seconds": 0.123})),
+                 "seconds": 0.123}), 1),
         ]
     return messages
 
 
 def summarize_messages(messages, original_bytes):
-    total = sum(size for _, size in messages)
-    events = sum(size for name, size in messages if " event " in name)
-    return {"messages": len(messages), "body_bytes": total, "event_bytes": events,
+    """Totals per upload of ``message_sizes``' rows ``(message, bytes per upload, messages per upload)``."""
+    total = round(sum(size for _, size, _ in messages))
+    events = round(sum(size for name, size, _ in messages if " event " in name))
+    return {"messages": round(sum(count for _, _, count in messages), 2), "body_bytes": total,
+            "event_bytes": events,
             "original_bytes": original_bytes, "ratio_to_original": total / original_bytes}
 
 

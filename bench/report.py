@@ -330,8 +330,8 @@ def markdown(results, png_name):
         "",
         "## Message sizes by counting (one 12 MP image)",
         "",
-        markdown_table(["message", "body bytes"], [
-            [name, _fmt(size)] for name, size in results["costs"]["messages"]["large"]]),
+        markdown_table(["message", "body bytes per upload"], [
+            [name, _fmt(size)] for name, size, *_ in results["costs"]["messages"]["large"]]),
         "",
         _message_sentence(results),
         "",
@@ -373,7 +373,7 @@ def _describe_presets(presets):
 
 def _message_sentence(results):
     large = results["costs"]["summary"]["large"]
-    return ("{} messages per image; bodies total {:,} bytes for a {:.2f} MB original: no image "
+    return ("{:g} messages per image; bodies total {:,} bytes for a {:.2f} MB original: no image "
             "byte crosses the broker (the claim-check path: the bytes go through the blob store "
             "under grants); the two events carry only ids ({} bytes together).").format(
         large["messages"], large["body_bytes"], large["original_bytes"] / 1e6, large["event_bytes"])

@@ -38,6 +38,10 @@ class StorageService:
         return self.store.grant_original_upload()
 
     @rpc
+    def grant_original_uploads(self, count):
+        return self.store.grant_original_uploads(count)
+
+    @rpc
     def register_original(self, grant, size, sha256, info, callback_url=None, tenant=None):
         return self.store.register_original(grant, size, sha256, info, callback_url, tenant)
 

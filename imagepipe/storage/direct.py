@@ -18,6 +18,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 
 import requests
 
@@ -38,6 +39,7 @@ class DirectBlobs:
         self.root = os.path.realpath(root) if root else None
         self.store_id = store_id
         self.timeout = timeout
+        self.upload_grants = UploadGrants()
 
     @classmethod
     def for_process(cls, blob_settings, storage_root, mode="auto", timeout=10.0):
@@ -147,6 +149,33 @@ class DirectBlobs:
         return os.path.join(folder, os.path.basename(path))
 
 
+class UploadGrants:
+    """Write grants for new originals, fetched from storage a batch at a time.
+
+    A grant names a fresh staging key and nothing is written until it is
+    used, so spares cost nothing; asking for them in batches saves a storage
+    round trip on almost every upload.  A spare close to its expiry is
+    dropped: the write and the registration must fit before it.
+    """
+
+    def __init__(self, batch=16, margin=300.0, clock=time.time):
+        self.batch = batch
+        self.margin = margin
+        self.clock = clock
+        self._spares = []
+
+    def take(self, storage):
+        """One unused write grant; ``storage`` is the storage service (an RPC proxy)."""
+        while self._spares:
+            grant = self._spares.pop()
+            if grant["expires"] - self.clock() > self.margin:
+                return grant
+        # not checked against this clock: a skewed one must not refuse storage's answer
+        fresh = storage.grant_original_uploads(self.batch)
+        self._spares.extend(fresh[1:])
+        return fresh[0]
+
+
 def _remove_quietly(path):
     try:
         os.remove(path)
@@ -163,6 +192,6 @@ def store_original(storage, blobs, data, info, callback_url=None, tenant=None):
     """
     if blobs is None:
         return storage.put_original(data, info, callback_url, tenant)
-    grant = storage.grant_original_upload()
+    grant = blobs.upload_grants.take(storage)
     size, sha256 = blobs.write(grant, io.BytesIO(data))
     return storage.register_original(grant["token"], size, sha256, info, callback_url, tenant)

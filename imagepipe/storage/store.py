@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 GRANT_SECRET = "grants"
 # one job's renditions: every preset in every format (more than any sane config)
 MAX_RENDITION_GRANTS = 256
+MAX_UPLOAD_GRANTS = 64  # spares a gateway may hold
 
 
 class ImageStore:
@@ -76,6 +77,11 @@ class ImageStore:
     def grant_original_upload(self):
         """A write grant for one new original (a fresh staging key)."""
         return self._grant(WRITE, staging_key())
+
+    def grant_original_uploads(self, count):
+        """``count`` write grants for new originals (at most MAX_UPLOAD_GRANTS), for a
+        gateway that keeps a few at hand instead of asking once per upload."""
+        return [self.grant_original_upload() for _ in range(max(1, min(int(count), MAX_UPLOAD_GRANTS)))]
 
     def register_original(self, token, size, sha256, info, callback_url=None, tenant=None):
         """Record the original written under ``token``; return ``(record, created)``.

@@ -10,10 +10,10 @@ from imagepipe.errors import InvalidGrant, NotFound, QuotaExceeded
 from imagepipe.storage.blobs import BlobSettings, original_key
 from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.storage.catalog import Catalog
-from imagepipe.storage.direct import DirectBlobs, store_original
+from imagepipe.storage.direct import DirectBlobs, UploadGrants, store_original
 from imagepipe.storage.grants import READ, WRITE, GrantSigner, check_key
 from imagepipe.storage.limits import StorageLimits
-from imagepipe.storage.store import ImageStore
+from imagepipe.storage.store import MAX_UPLOAD_GRANTS, ImageStore
 
 SECRET = b"s" * 32
 INFO = {"format": "PNG", "mime_type": "image/png", "width": 1, "height": 1, "frames": 1}
@@ -199,3 +199,36 @@ def test_quota_and_disk_floor_refuse_before_anything_is_stored(tmp_path):
     assert refused.value.code == "insufficient_storage" and refused.value.http_status == 507
     with pytest.raises(NotFound):
         floor.get_image("0" * 32)
+
+
+class CountingStorage:
+    """The storage service as the gateway sees it, counting its round trips."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls = 0
+
+    def grant_original_uploads(self, count):
+        self.calls += 1
+        return self.store.grant_original_uploads(count)
+
+
+def test_write_grants_for_uploads_come_a_batch_per_round_trip_and_each_is_used_once(store):
+    storage, clock = CountingStorage(store), Clock()
+    grants = UploadGrants(batch=4, margin=300.0, clock=clock)
+    taken = [grants.take(storage) for _ in range(9)]
+    assert storage.calls == 3
+    assert len({grant["key"] for grant in taken}) == 9
+    assert len(store.grant_original_uploads(10_000)) == MAX_UPLOAD_GRANTS
+
+
+def test_a_spare_write_grant_close_to_its_expiry_is_dropped(store):
+    storage, clock = CountingStorage(store), Clock()
+    grants = UploadGrants(batch=4, margin=300.0, clock=clock)
+    first = grants.take(storage)
+    clock.now = first["expires"] - 299  # the spares now expire within the margin
+    fresh = grants.take(storage)
+    assert storage.calls == 2 and fresh["key"] != first["key"]
+    # storage's own clock decides whether a fresh grant is valid, not this one
+    clock.now = fresh["expires"] + 3600
+    assert grants.take(storage)["token"]
