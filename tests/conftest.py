@@ -8,19 +8,14 @@ Tests marked ``corpus`` read Pillow's real-world image corpus
 (tests/corpus.py): without it they are skipped -- failed under ``CI=true`` --
 and the summary at the end of the run says why and how to get it.
 """
-import os
 
 import pytest
 
 from harness.processes import free_port
 from tests import corpus
-from tests.helpers import WebSession, load_config
+from tests.helpers import WebSession, load_config, running_in_ci
 
 CORPUS_TESTS = pytest.StashKey[int]()  # how many collected tests read the corpus
-
-
-def running_in_ci():
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def pytest_configure(config):

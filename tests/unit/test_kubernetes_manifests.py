@@ -25,7 +25,7 @@ from imagepipe.scaling.settings import ScalingSettings, job_deadline
 from imagepipe.settings import Settings, parse_metrics_address
 from services import topology
 from services.extensions.health import HEALTH_PATH
-from tests.helpers import REPO_ROOT, load_config
+from tests.helpers import REPO_ROOT, load_config, running_in_ci
 
 KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
 OVERLAYS = ["embedded", "scale"]
@@ -100,7 +100,7 @@ def keda_schemas():
         message = ("KEDA CRD schemas not found in {} (missing {}): set KEDA_SCHEMAS to a folder with "
                    "{}, or put them in ../shared/schemas/keda beside the repository".format(
                        folder, ", ".join(missing), " and ".join(KEDA_KINDS.values())))
-        if os.environ.get("CI") == "true":
+        if running_in_ci():
             pytest.fail(message + " -- required in CI", pytrace=False)
         pytest.skip(message)
     schemas = {}
