@@ -60,6 +60,12 @@ class SeaweedS3:
         """What boto3 reads from the environment (AWS_*)."""
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
+    def pipeline_settings(self, bucket, prefix=""):
+        """The pipeline's settings for blobs in ``bucket`` here (credentials apart:
+        as in production they reach boto3 through its own chain, ``credentials``)."""
+        return {"BLOB_STORE": "s3://{}{}".format(bucket, "/" + prefix if prefix else ""),
+                "S3_ENDPOINT_URL": self.endpoint_url, "S3_REGION": REGION}
+
     def session(self):
         import boto3
 

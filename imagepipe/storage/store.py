@@ -87,13 +87,17 @@ class ImageStore:
         """Record the original written under ``token``; return ``(record, created)``.
 
         The staged blob must be exactly ``size`` bytes with SHA-256 ``sha256``;
-        otherwise it is deleted and nothing is recorded.
+        otherwise it is deleted and nothing is recorded.  The same call again,
+        once the first moved the blob into place (the broker redelivers a call
+        whose storage process died before answering), records it as well.
         """
-        staged = self._checked_staged_blob(token, size, sha256)
         image_id = image_id_for(sha256, tenant)
         key = original_key(image_id)
-        wrote = not self.blobs.exists(key)
-        if not wrote:
+        staged = self._checked_staged_blob(token, size, sha256, promoted_to=key)
+        wrote = staged is not None and not self.blobs.exists(key)
+        if staged is None:
+            pass  # moved into place by this very call, delivered before
+        elif not wrote:
             self.blobs.delete(staged)  # the same bytes are stored already
         else:
             try:
@@ -346,20 +350,29 @@ class ImageStore:
             grant["url"] = url
         return grant
 
-    def _checked_staged_blob(self, token, size, sha256):
-        """The staging key a write grant names, once what it holds matches the declaration."""
+    def _checked_staged_blob(self, token, size, sha256, promoted_to=None):
+        """The staging key a write grant names, once what it holds matches the
+        declaration; None if it is gone but ``promoted_to`` holds those bytes."""
         key = self.grants.verify(token, WRITE).key
         if not key.startswith(STAGING_PREFIX):
             raise InvalidGrant("a write grant must name a staging key")
         try:
             actual = self.blobs.digest(key)
         except NotFound:
+            if promoted_to and self._holds(promoted_to, size, sha256):
+                return None
             raise InvalidGrant("nothing was written under this grant") from None
         if actual != (size, sha256):
             self.blobs.delete(key)
             raise InvalidGrant("the blob written under this grant is {} bytes with SHA-256 {}, "
                                "not the declared {} bytes with {}".format(*actual, size, sha256))
         return key
+
+    def _holds(self, key, size, sha256):
+        try:
+            return self.blobs.digest(key) == (size, sha256)
+        except NotFound:
+            return False
 
     # -- webhook deliveries (imagepipe.storage.deliveries) ----------------------
 

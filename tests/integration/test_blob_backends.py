@@ -79,8 +79,7 @@ def backend(request, tmp_path, monkeypatch, s3_bucket):
     if blobs == "s3":
         server = request.getfixturevalue("s3_server")
         backend.s3_server, backend.bucket = server, s3_bucket
-        backend.config.update(BLOB_STORE="s3://{}/{}".format(s3_bucket, PREFIX),
-                              S3_ENDPOINT_URL=server.endpoint_url, S3_REGION="us-east-1")
+        backend.config.update(server.pipeline_settings(s3_bucket, PREFIX))
         # as in production: credentials reach boto3 through its own chain
         for name, value in server.credentials.items():
             monkeypatch.setenv(name, value)

@@ -22,8 +22,7 @@ def own_s3_server(tmp_path):
 
 @pytest.fixture
 def dying_s3_config(pipeline_config, own_s3_server, s3_bucket, monkeypatch):
-    pipeline_config.update(BLOB_STORE="s3://{}".format(s3_bucket),
-                           S3_ENDPOINT_URL=own_s3_server.endpoint_url, S3_REGION="us-east-1")
+    pipeline_config.update(own_s3_server.pipeline_settings(s3_bucket))
     for name, value in own_s3_server.credentials.items():
         monkeypatch.setenv(name, value)
     return pipeline_config

@@ -29,7 +29,7 @@ import requests
 
 from services.topology import JOB_QUEUE
 from tests.scenarios.chaos import (
-    CLIENTS, Stats, make_uploads, print_table, storage_audit, upload_until_accepted,
+    CLIENTS, Blobs, Stats, make_uploads, print_table, storage_audit, upload_until_accepted,
     wait_until_finished,
 )
 from harness.config import REPO_ROOT
@@ -172,7 +172,7 @@ def run(args):
         finally:
             for process in processes:
                 process.terminate()
-    audit = storage_audit(storage_root)
+    audit = storage_audit(Blobs(storage_root))
 
     not_done = {image_id: body["status"] for image_id, body in final.items() if body["status"] != "done"}
     summary = {

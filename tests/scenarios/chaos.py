@@ -11,11 +11,17 @@ queue holds an unacknowledged or stranded job, and that no blob is orphaned.
     .venv/bin/python -m tests.scenarios.chaos --uploads 300 --imaging-kills 5 \\
         --storage-restarts 1 --broker-restarts 1
 
+Blobs are files in a scratch folder, or with --s3 objects in a bucket of a
+SeaweedFS server of the run's own (tests/s3server.py); the catalog is SQLite,
+or with --postgres a scratch PostgreSQL database.  The audit reads the disk or
+lists the bucket directly, not through the pipeline.
+
 Needs a local RabbitMQ (it restarts it with rabbitmqctl) with the management
 plugin.  Exit status 0 when every check passes; prints a table and, with
 --json, a machine-readable summary.
 """
 import argparse
+import contextlib
 import io
 import json
 import random
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from harness.processes import ServiceProcess, free_port, service_env, wait_for_http
 from harness.rabbit import ScratchVhost, rabbitmq_restart, wait_for_management
+from imagepipe.storage.grants import STAGING_PREFIX
 
 CLIENTS = 8
 
@@ -65,13 +73,40 @@ def make_uploads(count, corrupt_every, seed):
 
 FAULTS = ("imaging_kills", "storage_restarts", "broker_restarts", "gateway_kills")
 STAGING_MAX_AGE = 15
+S3_PREFIX = "chaos"
 
 
-def staging_swept(storage_root, timeout):
+class Blobs:
+    """Where a run's blobs are, and every one's key: files under the storage
+    folder, or objects in a bucket (their prefix cut off, so keys are alike)."""
+
+    def __init__(self, storage_root, s3_server=None):
+        self.storage_root = Path(storage_root)
+        self.s3_server = s3_server
+        self.bucket = "chaos-{}".format(uuid.uuid4().hex[:10])
+
+    @property
+    def settings(self):
+        if not self.s3_server:
+            return {}
+        return {**self.s3_server.pipeline_settings(self.bucket, S3_PREFIX),
+                **self.s3_server.credentials}
+
+    def keys(self):
+        if self.s3_server:
+            return [key.removeprefix(S3_PREFIX + "/") for key in self.s3_server.objects(self.bucket)]
+        return [path.relative_to(self.storage_root).as_posix()
+                for folder in ("originals", "variants", "staging")
+                for path in (self.storage_root / folder).rglob("*") if path.is_file()]
+
+    def staged(self):
+        return [key for key in self.keys() if key.startswith(STAGING_PREFIX)]
+
+
+def staging_swept(blobs, timeout):
     """Wait (bounded) until no staged blob is left; the audit then says what remains."""
-    staging = Path(storage_root) / "staging"
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and staging.exists() and any(staging.iterdir()):
+    while time.monotonic() < deadline and blobs.staged():
         time.sleep(1)
 
 
@@ -201,32 +236,31 @@ def wait_until_finished(base_url, ids, timeout):
     return final, pending
 
 
-def storage_audit(storage_root, storage_db=None):
-    """Rendition write counts and orphaned or half-written blobs, from the disk."""
-    from imagepipe.storage.catalog import make_engine
+def storage_audit(blobs, storage_db=None):
+    """Rendition write counts, and blobs orphaned, missing or half-written: from
+    the disk or the bucket, against the catalog."""
     from imagepipe.settings import default_db_url
+    from imagepipe.storage.blobs import original_key, variant_key
+    from imagepipe.storage.catalog import make_engine
 
-    root = Path(storage_root)
-    engine = make_engine(storage_db or default_db_url(str(root)))
+    engine = make_engine(storage_db or default_db_url(str(blobs.storage_root)))
     with engine.connect() as db:
         writes = db.exec_driver_sql(
             "SELECT image_id, preset, format, format_in_key, writes FROM variants").fetchall()
-        known_images = {row[0] for row in db.exec_driver_sql("SELECT id FROM images")}
+        known = {original_key(row[0]) for row in db.exec_driver_sql("SELECT id FROM images")}
     engine.dispose()
-    # a rendition's file is <preset>.<format> (before formats per preset: <preset>)
-    known_variants = {(image_id, "{}.{}".format(preset, fmt) if in_key else preset)
-                      for image_id, preset, fmt, in_key, _ in writes}
+    # a rendition's key ends <preset>.<format> (before formats per preset: <preset>)
+    known |= {variant_key(image_id, preset, fmt if in_key else None)
+              for image_id, preset, fmt, in_key, _ in writes}
     writes = [(image_id, preset, count) for image_id, preset, _, _, count in writes]
-    temporary = [str(path) for path in root.rglob(".tmp-*")]
+    stored = blobs.keys()
     # blobs staged under grants that nobody registered (a gateway killed mid-write)
-    temporary += [str(path) for path in (root / "staging").glob("*")]
-    orphans = [str(path) for path in (root / "variants").rglob("*")
-               if path.is_file() and (path.parent.name, path.name) not in known_variants]
-    orphans += [str(path) for path in (root / "originals").rglob("*")
-                if path.is_file() and path.name not in known_images]
+    temporary = [key for key in stored if key.startswith(STAGING_PREFIX)]
+    temporary += [str(path) for path in blobs.storage_root.rglob(".tmp-*")]
+    orphans = [key for key in stored if key not in known and not key.startswith(STAGING_PREFIX)]
     duplicated = [(image_id, preset, count) for image_id, preset, count in writes if count != 1]
-    return {"renditions": len(writes), "duplicated": duplicated,
-            "orphans": orphans, "temporary_files": temporary}
+    return {"renditions": len(writes), "duplicated": duplicated, "orphans": orphans,
+            "missing": sorted(known.difference(stored)), "temporary_files": temporary}
 
 
 def queue_audit(vhost, settle_seconds=15):
@@ -254,15 +288,15 @@ def run(args):
     rng = random.Random(args.seed)
     uploads = make_uploads(args.uploads, args.corrupt_every, args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
-    storage_root = workdir / "storage"
+    blobs = Blobs(workdir / "storage", args.s3_server)
     stats = Stats()
     with ScratchVhost("chaos") as vhost:
         port = free_port()
         base_url = "http://127.0.0.1:{}".format(port)
-        env = service_env(vhost.amqp_uri, storage_root, port, RPC_TIMEOUT=5, STALLED_AFTER=30,
+        env = service_env(vhost.amqp_uri, blobs.storage_root, port, RPC_TIMEOUT=5, STALLED_AFTER=30,
                           SWEEP_INTERVAL=5, STAGING_MAX_AGE=STAGING_MAX_AGE,
                           JOB_RETRY_DELAYS="1,2,5", JOB_MAX_ATTEMPTS=10,
-                          STORAGE_DB=args.storage_db or "")
+                          STORAGE_DB=args.storage_db or "", **blobs.settings)
         imaging_env = dict(env, MAX_WORKERS="2")
         cluster = {
             "storage": ServiceProcess("services.storage", env, workdir),
@@ -300,12 +334,12 @@ def run(args):
             leftovers = queue_audit(vhost)
             # blobs staged by a killed gateway (or for uploads answered 503) are
             # swept by storage once older than STAGING_MAX_AGE; wait for that
-            staging_swept(storage_root, STAGING_MAX_AGE + 3 * 5)
+            staging_swept(blobs, STAGING_MAX_AGE + 3 * 5)
             shutdown = {process.label: round(process.terminate(), 2) for process in everything}
         finally:
             for process in everything:
                 process.kill()
-        audit = storage_audit(storage_root, args.storage_db)
+        audit = storage_audit(blobs, args.storage_db)
 
     expected_by_id = {}
     for image_id, expected in accepted:
@@ -328,6 +362,7 @@ def run(args):
         "duplicated_renditions": len(audit["duplicated"]),
         "renditions": audit["renditions"],
         "orphaned_blobs": len(audit["orphans"]),
+        "missing_blobs": len(audit["missing"]),
         "temporary_files": len(audit["temporary_files"]),
         "queues_not_empty": leftovers,
         "seconds_uploading": round(uploads_done - started, 1),
@@ -335,23 +370,27 @@ def run(args):
         "max_shutdown_seconds": max(shutdown.values()),
         "shutdown_seconds": shutdown,
         "catalog": "postgresql" if args.storage_db else "sqlite",
+        "blob_store": "s3" if args.s3_server else "files",
         "logs": str(workdir),
     }
     ok = (not missing and not stats.fault_errors and not pending and not wrong and not audit["duplicated"] and not audit["orphans"]
-          and not audit["temporary_files"] and not leftovers
+          and not audit["missing"] and not audit["temporary_files"] and not leftovers
           and summary["max_shutdown_seconds"] <= 10)
     summary["ok"] = ok
     if wrong:
         summary["wrong_examples"] = {k: final[k].get("error") for k in list(wrong)[:5]}
     if pending:
         summary["lost_examples"] = sorted(pending)[:5]
+    for kind in ("orphans", "missing", "temporary_files"):
+        if audit[kind]:
+            summary[kind + "_examples"] = audit[kind][:5]
     return summary
 
 
 MEASURES = (
     "uploads_accepted", "distinct_images", "expected_failed", "imaging_kills",
-    "storage_restarts", "broker_restarts", "faults_missing", "client_retries", "catalog", "lost", "wrong_status",
-    "duplicated_renditions", "orphaned_blobs", "temporary_files", "queues_not_empty",
+    "storage_restarts", "broker_restarts", "gateway_kills", "faults_missing", "client_retries", "blob_store", "catalog", "lost", "wrong_status",
+    "duplicated_renditions", "orphaned_blobs", "missing_blobs", "temporary_files", "queues_not_empty",
     "seconds_uploading", "seconds_to_drain", "max_shutdown_seconds", "ok")
 
 
@@ -383,19 +422,25 @@ def parse_args(argv=None):
                         help="SQLAlchemy URL of the catalog (default: SQLite in the storage folder)")
     parser.add_argument("--postgres", action="store_true",
                         help="run against a scratch PostgreSQL database (TEST_POSTGRES_URL)")
+    parser.add_argument("--s3", action="store_true",
+                        help="blobs in a bucket of a SeaweedFS S3 server started for the run")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.postgres:
-        from tests.helpers import ScratchDatabase
+    args.s3_server = None
+    with contextlib.ExitStack() as cleanup:
+        if args.postgres:
+            from tests.helpers import ScratchDatabase
 
-        with ScratchDatabase() as database:
-            args.storage_db = database.url
-            summary = run(args)
-    else:
+            args.storage_db = cleanup.enter_context(ScratchDatabase()).url
+        if args.s3:
+            from tests.s3server import SeaweedS3
+
+            args.s3_server = SeaweedS3(tempfile.mkdtemp(prefix="chaos-seaweedfs-")).start()
+            cleanup.callback(args.s3_server.stop)
         summary = run(args)
     print_table(summary)
     if args.json:

@@ -37,8 +37,8 @@ from harness.rabbit import ScratchVhost, management_url
 from harness.scaler import ScalerProcess
 from services.topology import JOB_QUEUE
 from tests.scenarios.chaos import (
-    CLIENTS, Stats, photo_like_jpeg, print_table, queue_audit, storage_audit, upload_until_accepted,
-    wait_until_finished)
+    Blobs, CLIENTS, Stats, photo_like_jpeg, print_table, queue_audit, storage_audit,
+    upload_until_accepted, wait_until_finished)
 
 PRESETS = 2  # thumb and medium (config.yaml)
 
@@ -158,7 +158,7 @@ def run(args):
         finally:
             for process in services + [scaler]:
                 process.kill()
-    audit = storage_audit(storage_root)
+    audit = storage_audit(Blobs(storage_root))
     accepted = ids + second_ids
     summary.update({
         "uploads_accepted": len(accepted),

@@ -129,6 +129,31 @@ def test_a_registered_original_is_moved_into_place_and_readable_under_a_read_gra
     assert os.listdir(os.path.join(store.blobs.root, "staging")) == []
 
 
+def test_a_registration_delivered_again_records_the_original_it_moved_into_place(store, direct):
+    """Storage died after moving the staged blob, before answering: the broker
+    delivers the same call again, which must not refuse it (nor strand the blob)."""
+    grant = store.grant_original_upload()
+    size, sha256 = direct.write(grant, io.BytesIO(b"png bytes"))
+    record, created = store.register_original(grant["token"], size, sha256, INFO)
+    assert created
+    again, created = store.register_original(grant["token"], size, sha256, INFO)
+    assert (again, created) == (record, False)
+    # died before the catalog row was written: the call delivered again writes it
+    grant = store.grant_original_upload()
+    size, sha256 = direct.write(grant, io.BytesIO(b"other bytes"))
+    image_id = sha256[:32]
+    store.blobs.promote(grant["key"], original_key(image_id), "image/png", sha256, size)
+    record, created = store.register_original(grant["token"], size, sha256, INFO)
+    assert created and record["id"] == image_id and record["status"] == "pending"
+    assert store.get_original(image_id) == b"other bytes"
+    # a grant nothing was written under is refused, stored bytes declared or not
+    with pytest.raises(InvalidGrant, match="nothing was written"):
+        store.register_original(store.grant_original_upload()["token"], size + 1, sha256, INFO)
+    with pytest.raises(InvalidGrant, match="nothing was written"):
+        store.register_original(store.grant_original_upload()["token"], size, sha256, INFO,
+                                tenant="alice")
+
+
 def test_without_direct_access_the_bytes_travel_in_the_call(store):
     record, created = store_original(store, None, b"rpc bytes", INFO)
     assert created and store.get_original(record["id"]) == b"rpc bytes"
