@@ -124,4 +124,7 @@ def test_switching_a_live_queue_type_is_refused_at_start_up_with_advice(
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "CRITICAL" in run.stderr + run.stdout
-    assert "inequivalent arg 'x-queue-type'" in run.stderr + run.stdout
+    # imaging declares its queues at once: whichever refusal comes first is reported
+    # (the job queue's names x-dead-letter-exchange, the dead letters' x-queue-type)
+    assert "PRECONDITION_FAILED - inequivalent arg" in run.stderr + run.stdout
+    assert "JOB_QUEUE_TYPE=quorum" in run.stderr + run.stdout
