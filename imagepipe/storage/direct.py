@@ -175,6 +175,9 @@ class UploadGrants:
         self._spares.extend(fresh[1:])
         return fresh[0]
 
+    def drop_spares(self):
+        self._spares.clear()
+
 
 def _remove_quietly(path):
     try:
@@ -192,6 +195,16 @@ def store_original(storage, blobs, data, info, callback_url=None, tenant=None):
     """
     if blobs is None:
         return storage.put_original(data, info, callback_url, tenant)
+    try:
+        return _write_and_register(storage, blobs, data, info, callback_url, tenant)
+    except InvalidGrant:
+        # spares issued before storage's grant secret changed (a store wiped and
+        # started afresh) are refused: once more, with grants fetched now
+        blobs.upload_grants.drop_spares()
+        return _write_and_register(storage, blobs, data, info, callback_url, tenant)
+
+
+def _write_and_register(storage, blobs, data, info, callback_url, tenant):
     grant = blobs.upload_grants.take(storage)
     size, sha256 = blobs.write(grant, io.BytesIO(data))
     return storage.register_original(grant["token"], size, sha256, info, callback_url, tenant)

@@ -257,3 +257,10 @@ def test_a_spare_write_grant_close_to_its_expiry_is_dropped(store):
     # storage's own clock decides whether a fresh grant is valid, not this one
     clock.now = fresh["expires"] + 3600
     assert grants.take(storage)["token"]
+
+
+def test_spare_write_grants_from_before_a_new_grant_secret_are_replaced_once(store, direct):
+    store_original(store, direct, b"first bytes", INFO)  # the gateway now holds spares
+    store.grants = GrantSigner(b"n" * 32)  # storage started afresh on a wiped store
+    record, created = store_original(store, direct, b"second bytes", INFO)
+    assert created and store.get_image(record["id"])["id"] == record["id"]
