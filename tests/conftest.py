@@ -35,7 +35,9 @@ def pytest_collection_finish(session):
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("corpus") is None:
+        corpus.unmarked_test = item.nodeid
         return
+    corpus.unmarked_test = None
     reason = corpus.missing_reason()
     if reason is None:
         return

@@ -31,7 +31,15 @@ def missing_reason():
     return "the image corpus is missing: no MANIFEST.tsv in {} ({})".format(path, source)
 
 
+# The test being run, when it does not carry the ``corpus`` marker (set by
+# tests/conftest.py): it may not read the corpus, or a bare clone would fail it.
+unmarked_test = None
+
+
 def corpus_dir():
+    if unmarked_test is not None:
+        raise AssertionError("{} reads the image corpus but is not marked "
+                             "@pytest.mark.corpus".format(unmarked_test))
     reason = missing_reason()
     if reason:
         raise AssertionError("{}; {}".format(reason, HOW_TO_GET_IT))

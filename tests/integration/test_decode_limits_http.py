@@ -14,6 +14,7 @@ def test_a_jpeg_with_a_scan_repeated_2500_times_is_refused_at_upload(pipeline, w
     assert web.get("/images").json()["images"] == []  # nothing stored, no job
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 @pytest.mark.parametrize("name", ["app13-multiple.jpg", "icc_profile_big.jpg"])
 def test_progressive_corpus_jpegs_still_pass(pipeline, web, name):
     response = web.post("/upload", files={"image": (name, corpus.read(name))})

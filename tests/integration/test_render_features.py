@@ -200,6 +200,7 @@ def test_cover_crops_around_an_explicit_focus_that_wins(pipeline, web):
     assert left["focus"] == {"x": 0.0, "y": 0.0}
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 def test_cover_crops_around_the_salient_subject_by_default(pipeline, web):
     data, subject = subject_on_the_right()
     status = processed(web, data)

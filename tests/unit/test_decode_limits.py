@@ -54,6 +54,7 @@ def test_millions_of_empty_jpeg_segments_are_refused_and_the_walk_stops_early():
     assert jpeg_counts(data, max_segments=100)[0] == 101  # one past the limit, not a million
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 def test_every_picture_of_an_mpo_counts():
     mpo = corpus.read("sugarshack.mpo")
     assert jpeg_counts(mpo)[1] == 2
@@ -101,6 +102,7 @@ def test_tiny_idat_chunks_count_too():
         probe(hostile, limits=DecodeLimits(png_max_chunks=len(compressed)))
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 def test_apng_frame_controls_are_held_to_the_frame_cap():
     apng = corpus.read("iss634.apng")
     assert png_counts(apng)[1] == 41 and probe(apng).frames > 1
@@ -135,6 +137,7 @@ def test_gif_frames_past_the_cap_are_refused_by_the_walk():
 
 # -- what must still pass -----------------------------------------------------
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 def test_every_valid_corpus_image_is_within_the_default_limits():
     valid = [row["file"] for row in corpus.manifest() if row["category"] == "valid"]
     assert len(valid) > 40
@@ -142,6 +145,7 @@ def test_every_valid_corpus_image_is_within_the_default_limits():
         check_structure(corpus.read(name))  # raises on a refusal
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 @pytest.mark.parametrize("name", ["app13-multiple.jpg", "icc_profile_big.jpg"])
 def test_progressive_corpus_jpegs_pass(name):
     data = corpus.read(name)

@@ -23,6 +23,7 @@ ORACLE = {
 }
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 @pytest.mark.parametrize("name", sorted(ORACLE))
 def test_thumbhash_matches_an_independent_implementation(name):
     image = Image.open(io.BytesIO(read(name))).convert("RGBA")
@@ -78,6 +79,7 @@ def test_crop_region_centres_on_the_focus_within_the_image():
     assert crop_region((200, 400), 2.0, (0.5, 0.0)) == (0, 0, 200, 100)
 
 
+@pytest.mark.corpus  # reads real-world files of the corpus
 def test_auto_focus_finds_the_detailed_part_and_the_centre_of_a_flat_image():
     image = Image.new("RGB", (600, 200), (120, 120, 120))
     subject = Image.open(io.BytesIO(read("hopper.jpg"))).convert("RGB")
