@@ -23,6 +23,7 @@ from imagepipe.rendering.probe import probe
 from imagepipe.rendering.render import render
 from imagepipe.storage.blobs.files import FileBlobStore
 from imagepipe.ids import content_sha256
+from imagepipe.records import job_outcome
 from imagepipe.settings import Settings
 from imagepipe.storage.blobs import BlobSettings
 from imagepipe.storage.direct import DirectBlobs, UploadGrants
@@ -92,7 +93,8 @@ def message_sizes(data, serializer=None):
         messages += [
             ("imaging->storage complete (request: where each rendition was written)",
              request(image_id, stored, False), 1),
-            ("storage->imaging complete (reply)", reply(store.complete(image_id, stored)), 1),
+            ("storage->imaging complete (reply: the outcome)",
+             reply(job_outcome(store.complete(image_id, stored))), 1),
             ("imaging event image_processed", size(
                 {"id": image_id, "status": "done", "error": None, "changed": True, "has_callback": False,
                  "rendered": [p.name for p in presets], "render_seconds": {p.name: 0.05 for p in presets},

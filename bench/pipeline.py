@@ -45,7 +45,7 @@ from bench.images import QUALITY, tiny_jpeg
 from bench.stats import percentile
 from harness import procstat
 from harness.processes import ServiceProcess, free_port, service_env
-from harness.rabbit import ScratchVhost, find_broker_pid
+from harness.rabbit import ScratchVhost, find_broker_pid, traffic_between
 from services.topology import JOB_QUEUE, PROCESSED_EVENT
 
 STORAGE_RPC_QUEUE = "rpc-storage"
@@ -396,6 +396,9 @@ def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=Fal
         with Cluster(vhost, layout, workdir) as cluster, \
                 CompletionListener(vhost.amqp_uri) as listener:
             warm_up(cluster, listener, workdir.name)
+            # per image = what moves while the images go through; connecting,
+            # declaring and warming up happen once per process, not per image
+            set_up = vhost.settled_traffic(balanced=False) if measure_traffic else None
             meter = CpuMeter(cluster, find_broker_pid())
             meter.start()
             uploads = upload_all(cluster.base_url, bodies, clients)
@@ -404,9 +407,10 @@ def run_pipeline(images, bodies, layout, workdir, clients=8, measure_traffic=Fal
             cpu = meter.stop()
             cluster.check_alive()
             bad = verify(cluster.base_url, accepted)
-            traffic = vhost.settled_traffic() if measure_traffic else None
+            traffic = traffic_between(set_up, vhost.settled_traffic()) if measure_traffic else None
             result = _summarize(images, uploads, listener.done, accepted, missing, bad, cpu)
             result.update(layout=layout.label, peak_rss_mb=cluster.peak_rss_mb(), traffic=traffic,
+                          set_up_traffic=set_up,
                           job_seconds=job_seconds(cluster.imaging_logs(), accepted),
                           job_retries=len(RETRY_LOG_RE.findall(cluster.imaging_logs())))
             result["errors"] += result["job_retries"]

@@ -128,6 +128,15 @@ def _size(value):
     return "{:.1f} KB".format(value / 1e3) if value < 1e6 else "{:.1f} MB".format(value / 1e6)
 
 
+def set_up_traffic_text(results):
+    """Each layout's start-up and warm-up traffic (in / out), from the first repeat."""
+    first = results["rounds"][0]["pipeline"]
+    parts = ["{} {} / {}".format(label, _size(run["set_up_traffic"]["recv_oct"]),
+                                 _size(run["set_up_traffic"]["send_oct"]))
+             for label, run in first.items() if run.get("set_up_traffic")]
+    return ", ".join(parts) or "not measured"
+
+
 def small_rows(results):
     """The 2 MP-only run: the pipeline against the limit measured beside it, per round."""
     rounds = [round_["small"] for round_ in results["rounds"] if "small" in round_]
@@ -311,9 +320,11 @@ def markdown(results, png_name):
         "",
         "Layout `PxW` = P imaging processes with `MAX_WORKERS=W` (also their AMQP prefetch). "
         "Broker in/out = AMQP bytes RabbitMQ received/sent for the run's vhost "
-        "(management API `recv_oct`/`send_oct`, frames and headers included) per image, "
-        "measured in the first repeat; the mean original is {:.2f} MB.".format(
-            mean_original_bytes(results) / 1e6),
+        "(management API `recv_oct`/`send_oct`, frames, headers, heartbeats and this "
+        "benchmark's completion listener included) per image, between the counters before "
+        "the first upload and after the last completion (both settled), in the first repeat; "
+        "the cluster's start-up and warm-up ({}) are not counted. The mean original is "
+        "{:.2f} MB.".format(set_up_traffic_text(results), mean_original_bytes(results) / 1e6),
         "",
         *(["## Small images: the fixed cost per image", "",
             markdown_table(*small_rows(results)), "",

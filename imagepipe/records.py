@@ -19,3 +19,8 @@ def isoformat(epoch):
     if epoch is None:
         return None
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def job_outcome(record):
+    """What an imaging job acts on once its image is finished: the rest of the record stays home."""
+    return {key: record.get(key) for key in ("id", "status", "error", "callback_url")}

@@ -10,6 +10,7 @@ key's images (None: all).
 import logging
 
 from imagepipe.errors import ImageNotFound
+from imagepipe.records import job_outcome
 from imagepipe.storage import upkeep
 from services import topology
 from services.extensions.events import ConfirmedDispatcher
@@ -75,13 +76,15 @@ class StorageService:
     def claim(self, image_id, retry_failed=False, grants=None):
         return self.store.claim(image_id, retry_failed, grants)
 
+    # A job's last call is answered with the little it acts on, not the whole
+    # record: that reply crosses the broker once per image.
     @rpc
     def complete(self, image_id, renditions, replace=False):
-        return self.store.complete(image_id, renditions, replace)
+        return job_outcome(self.store.complete(image_id, renditions, replace))
 
     @rpc
     def finish(self, image_id, status, error=None):
-        return self.store.finish(image_id, status, error)
+        return job_outcome(self.store.finish(image_id, status, error))
 
     # Webhook deliveries: each (image, URL, outcome) once, whoever asks again.
     @rpc
