@@ -11,8 +11,8 @@ large upload costs neither a worker nor unbounded memory.
 import shutil
 from dataclasses import dataclass, field
 
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.formparser import FormDataParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from imagepipe.errors import BadRequest, PayloadTooLarge, UnsupportedFormat
 from imagepipe.web.limits import spool
@@ -20,6 +20,8 @@ from imagepipe.web.limits import spool
 UPLOAD_FIELD = "image"
 # Room for multipart boundaries, part headers and small form fields.
 FORM_OVERHEAD = 64 * 1024
+# A form carries the image and a few small fields (callback_url, focus).
+MAX_FORM_PARTS = 32
 _CHUNK = 64 * 1024
 
 
@@ -65,47 +67,123 @@ def read_upload(request, max_bytes, spool_bytes=4 * 1024 * 1024):
         "'image' or an image/* body".format(mimetype))
 
 
-def _spooling_parser(spool_bytes):
-    """werkzeug's form parser, putting file parts into spools of ``spool_bytes`` in memory."""
-
-    def stream_factory(total_content_length, content_type, filename=None, content_length=None):
-        return spool(spool_bytes)
-
-    class SpoolingFormDataParser(FormDataParser):
-        def __init__(self, _default_factory=None, *args, **kwargs):
-            kwargs.pop("stream_factory", None)
-            super().__init__(stream_factory, *args, **kwargs)
-
-    return SpoolingFormDataParser
-
-
 def _read_multipart(request, max_bytes, spool_bytes):
-    # werkzeug's form parser honours max_content_length even for chunked bodies
-    request.max_content_length = max_bytes + FORM_OVERHEAD
-    request.form_data_parser_class = _spooling_parser(spool_bytes)
+    # python-multipart, not werkzeug's form parser: the same streaming parse
+    # at a sixth of the CPU (bench/EXPERIMENTS.md), on every upload's path
+    boundary = request.mimetype_params.get("boundary", "")
+    form = _MultipartForm(spool_bytes, max_bytes)
     try:
-        files = request.files
-        form = request.form
-    except RequestEntityTooLarge:
-        raise _too_large(max_bytes) from None
-    except ValueError as exc:
+        parser = MultipartParser(boundary.encode("latin-1"), form.callbacks())
+        received = 0
+        while True:
+            chunk = request.stream.read(_CHUNK)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > max_bytes + FORM_OVERHEAD:
+                raise _too_large(max_bytes)
+            parser.write(chunk)
+        if not boundary or not form.ended:
+            raise BadRequest("malformed multipart body: {}".format(
+                "no boundary in its Content-Type" if not boundary
+                else "it ends before its closing boundary"))
+    except (FormParserError, UnicodeEncodeError) as exc:
+        form.discard()
         raise BadRequest("malformed multipart body: {}".format(exc)) from None
-    for name, part in files.items(multi=True):
-        if name != UPLOAD_FIELD:
-            part.close()
-    part = files.get(UPLOAD_FIELD)
-    if part is None:
+    except BaseException:
+        form.discard()
+        raise
+    if form.image is None:
         raise BadRequest("multipart field 'image' is missing")
-    image = part.stream
-    size = image.seek(0, 2)
-    image.seek(0)
-    if size > max_bytes:
-        image.close()
-        raise _too_large(max_bytes)
-    if not size:
-        image.close()
+    if not form.image_size:
+        form.discard()
         raise BadRequest("multipart field 'image' is empty")
-    return Upload(image, size, {key: form.get(key) for key in form})
+    form.image.seek(0)
+    return Upload(form.image, form.image_size, form.fields)
+
+
+class _MultipartForm:
+    """python-multipart's callbacks for an upload form.
+
+    The first file part named ``image`` goes to a spool, within ``max_bytes``;
+    other parts without a filename are fields, read as UTF-8, first value of
+    a name wins (as werkzeug's ``MultiDict.get``); other file parts are
+    dropped as they stream past.
+    """
+
+    def __init__(self, spool_bytes, max_bytes):
+        self.spool_bytes, self.max_bytes = spool_bytes, max_bytes
+        self.fields, self.image, self.image_size, self.ended = {}, None, 0, False
+        self._parts = self._field_bytes = 0
+        self._headers, self._header_name, self._header_value = {}, b"", b""
+        self._write, self._is_field = None, False
+
+    def callbacks(self):
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_end": self._end,
+        }
+
+    def discard(self):
+        if self.image is not None:
+            self.image.close()
+            self.image = None
+
+    def _part_begin(self):
+        self._parts += 1
+        if self._parts > MAX_FORM_PARTS:
+            raise BadRequest("malformed multipart body: more than {} parts".format(MAX_FORM_PARTS))
+        self._headers, self._write, self._is_field = {}, None, False
+
+    def _header_field(self, data, start, end):
+        self._header_name += data[start:end]
+
+    def _header_value_data(self, data, start, end):
+        self._header_value += data[start:end]
+
+    def _header_end(self):
+        self._headers.setdefault(self._header_name.lower(), self._header_value)
+        self._header_name, self._header_value = b"", b""
+
+    def _headers_finished(self):
+        kind, options = parse_options_header(self._headers.get(b"content-disposition"))
+        if kind != b"form-data" or b"name" not in options:
+            raise BadRequest("malformed multipart body: a part without a form-data name")
+        name = options[b"name"].decode("utf-8", "replace")
+        if b"filename" not in options:
+            value = []
+            self._write, self._is_field = value.append, True
+            self.fields.setdefault(name, value)  # joined when the form ends
+        elif name == UPLOAD_FIELD and self.image is None:
+            self.image = spool(self.spool_bytes)
+            self._write = self._write_image
+        # any other file part: nothing keeps it
+
+    def _part_data(self, data, start, end):
+        if self._write is None:
+            return
+        if self._is_field:
+            self._field_bytes += end - start
+            if self._field_bytes > FORM_OVERHEAD:
+                raise PayloadTooLarge("the form's fields besides the image exceed {} bytes".format(
+                    FORM_OVERHEAD))
+        self._write(data[start:end])
+
+    def _write_image(self, chunk):
+        self.image_size += len(chunk)
+        if self.image_size > self.max_bytes:
+            raise _too_large(self.max_bytes)
+        self.image.write(chunk)
+
+    def _end(self):
+        self.ended = True
+        self.fields = {name: b"".join(value).decode("utf-8", "replace") if isinstance(value, list)
+                       else value for name, value in self.fields.items()}
 
 
 def _read_raw_body(request, max_bytes, spool_bytes):
