@@ -69,7 +69,7 @@ def read_upload(request, max_bytes, spool_bytes=4 * 1024 * 1024):
 
 def _read_multipart(request, max_bytes, spool_bytes):
     # python-multipart, not werkzeug's form parser: the same streaming parse
-    # at a sixth of the CPU (bench/EXPERIMENTS.md), on every upload's path
+    # for a fraction of the CPU, on every upload's path (bench/EXPERIMENTS.md)
     boundary = request.mimetype_params.get("boundary", "")
     form = _MultipartForm(spool_bytes, max_bytes)
     try:
