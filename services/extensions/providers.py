@@ -23,7 +23,6 @@ from imagepipe.webhooks.delivery import (
 from imagepipe.webhooks.urls import check_callback_url
 from services import topology
 from services.extensions.amqp import QueuePublisher
-from services.extensions.offload import DIRECT_FILE_CALLS, FILE_STORE_CALLS, Offloaded
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +51,7 @@ class ImageStoreProvider(DependencyProvider):
         # imaging process would import at start-up (a cold start's largest part)
         from imagepipe.storage.store import ImageStore
 
-        from imagepipe.storage.blobs.files import FileBlobStore
-
         self.store = ImageStore.from_settings(Settings.from_config(self.container.config))
-        if isinstance(self.store.blobs, FileBlobStore):
-            self.store.blobs = Offloaded(self.store.blobs, FILE_STORE_CALLS)
         # metrics: count and log every blob written; report catalog totals
         self.store.blobs = metrics.MeteredBlobStore(self.store.blobs)
 
@@ -158,11 +153,8 @@ class BlobAccess(DependencyProvider):
 
     def _look(self):
         settings = self.settings
-        direct, why = DirectBlobs.for_process(settings.blobs, settings.storage_root,
-                                              settings.blob_access, settings.rpc_timeout)
-        if direct is not None and direct.kind == "files":
-            direct = Offloaded(direct, DIRECT_FILE_CALLS)
-        return direct, why
+        return DirectBlobs.for_process(settings.blobs, settings.storage_root, settings.blob_access,
+                                       settings.rpc_timeout)
 
     def _decide(self, access):
         announce = self.direct is None
