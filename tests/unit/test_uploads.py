@@ -189,3 +189,14 @@ def test_a_missing_or_overlong_boundary_is_refused(boundary):
     request = multipart_request(encode_form([("image", "a.jpg", b"PIXELS")], "b"), boundary=boundary)
     with pytest.raises(BadRequest, match="malformed multipart"):
         read_upload(request, 100)
+
+
+@pytest.mark.parametrize("headers", [
+    ["X-Extra-{}: 1".format(number) for number in range(9)],  # python-multipart allows 8
+    ["X-Long: " + "a" * 5000],
+])
+def test_parts_with_too_many_or_too_long_headers_are_refused(headers):
+    body = ("--{0}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n{1}\r\n\r\n"
+            "PIXELS\r\n--{0}--\r\n").format(BOUNDARY, "\r\n".join(headers)).encode()
+    with pytest.raises(BadRequest, match="malformed multipart"):
+        read_upload(multipart_request(body), 100)
