@@ -71,6 +71,8 @@ def _read_multipart(request, max_bytes, spool_bytes):
     # python-multipart, not werkzeug's form parser: the same streaming parse
     # for a fraction of the CPU, on every upload's path (bench/EXPERIMENTS.md)
     boundary = request.mimetype_params.get("boundary", "")
+    if not boundary:
+        raise BadRequest("malformed multipart body: no boundary in its Content-Type")
     form = _MultipartForm(spool_bytes, max_bytes)
     try:
         parser = MultipartParser(boundary.encode("latin-1"), form.callbacks())
@@ -83,10 +85,8 @@ def _read_multipart(request, max_bytes, spool_bytes):
             if received > max_bytes + FORM_OVERHEAD:
                 raise _too_large(max_bytes)
             parser.write(chunk)
-        if not boundary or not form.ended:
-            raise BadRequest("malformed multipart body: {}".format(
-                "no boundary in its Content-Type" if not boundary
-                else "it ends before its closing boundary"))
+        if not form.ended:
+            raise BadRequest("malformed multipart body: it ends before its closing boundary")
     except (FormParserError, UnicodeEncodeError) as exc:
         form.discard()
         raise BadRequest("malformed multipart body: {}".format(exc)) from None
