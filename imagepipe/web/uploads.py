@@ -76,15 +76,7 @@ def _read_multipart(request, max_bytes, spool_bytes):
     form = _MultipartForm(spool_bytes, max_bytes)
     try:
         parser = MultipartParser(boundary.encode("latin-1"), form.callbacks())
-        received = 0
-        while True:
-            chunk = request.stream.read(_CHUNK)
-            if not chunk:
-                break
-            received += len(chunk)
-            if received > max_bytes + FORM_OVERHEAD:
-                raise _too_large(max_bytes)
-            parser.write(chunk)
+        _copy_limited(request.stream, parser, max_bytes, framing=FORM_OVERHEAD)
         if not form.ended:
             raise BadRequest("malformed multipart body: it ends before its closing boundary")
     except (FormParserError, UnicodeEncodeError) as exc:
@@ -182,8 +174,8 @@ class _MultipartForm:
 
     def _end(self):
         self.ended = True
-        self.fields = {name: b"".join(value).decode("utf-8", "replace") if isinstance(value, list)
-                       else value for name, value in self.fields.items()}
+        self.fields = {name: b"".join(chunks).decode("utf-8", "replace")
+                       for name, chunks in self.fields.items()}
 
 
 def _read_raw_body(request, max_bytes, spool_bytes):
@@ -200,14 +192,15 @@ def _read_raw_body(request, max_bytes, spool_bytes):
     return Upload(image, size, {})
 
 
-def _copy_limited(stream, target, max_bytes):
-    size = 0
+def _copy_limited(stream, target, max_bytes, framing=0):
+    """Copy ``stream`` into ``target.write`` up to ``max_bytes`` (plus ``framing``); its size."""
+    limit, size = max_bytes + framing, 0
     while True:
-        chunk = stream.read(min(_CHUNK, max_bytes + 1 - size))
+        chunk = stream.read(min(_CHUNK, limit + 1 - size))
         if not chunk:
             return size
         size += len(chunk)
-        if size > max_bytes:
+        if size > limit:
             raise _too_large(max_bytes)
         target.write(chunk)
 
