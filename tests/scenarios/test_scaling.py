@@ -16,7 +16,9 @@ def test_imaging_follows_the_queue_from_zero_and_back_losing_nothing(counting, b
     print_table(summary, MEASURES)
     assert summary["processes_at_start"] == 0 and summary["consumers_at_start"] == 0
     assert summary["cold_starts"] >= 1
-    assert summary["max_processes_first_burst"] == 2  # SCALE_MAX reached
+    assert summary["max_running_first_burst"] == 2  # SCALE_MAX reached, never passed
+    # a process scaled down mid-burst may still finish its jobs beside its replacement
+    assert summary["max_processes_first_burst"] <= 3
     assert summary["lost"] == 0 and summary["not_done"] == 0
     assert summary["uploads_accepted"] == summary["distinct_images"] == burst + second_burst
     assert summary["renditions"] == 2 * (burst + second_burst) and summary["duplicated_renditions"] == 0
